@@ -1,0 +1,72 @@
+"""The job card: what a user (or a portal) sees about a session (pure).
+
+It merges the supervisor's status file with the scheduler's view, so a job that died without
+a word (walltime, node failure, SIGKILL) still shows as ended, with the reason (lesson 6).
+"""
+
+from __future__ import annotations
+
+from .durations import format_walltime
+from .session import Status, lab_url
+from .slurm_json import JobInfo
+
+
+def card(status: Status, job: JobInfo | None, now: float) -> dict:
+    """The card's fields; `status` is one of Queued, Starting, Running, Completed."""
+    phase, reason, failed = status.phase, status.reason, status.failed
+    if phase != "Completed":
+        if job is None or job.finished:
+            state = job.state if job else "no longer in the queue"
+            phase, failed = "Completed", True
+            reason = reason or f"the job ended ({state}) while the session was {status.phase}"
+        elif job.state == "PENDING":
+            phase = "Queued"
+            reason = job.reason if job.reason not in ("None", "") else ""
+        elif phase == "Queued":
+            phase = "Starting"
+    fields: dict = {
+        "session_id": status.session_id,
+        "job_id": status.job_id,
+        "status": phase,
+        "failed": failed,
+        "reason": reason,
+        "created_at": status.created_at,
+        "connection_timeout": status.connection_timeout,
+        "cpus": status.cpus,
+        "memory_gib": status.memory_gib,
+        "host": (job.node if job and job.node else status.host) if phase != "Queued" else "",
+        "message": status.message if phase == "Running" else "",
+        "url": lab_url(status.host, status.port, status.base_url)
+        if phase == "Running" and status.port else "",
+    }
+    if phase in ("Starting", "Running") and job and job.start_time and job.time_limit:
+        fields["time_remaining"] = max(0, job.start_time + job.time_limit - int(now))
+    else:
+        fields["time_requested"] = status.walltime
+    return fields
+
+
+def render(fields: dict) -> str:
+    """The card as text, in the seed's words."""
+    title = fields["status"] + (" (failed)" if fields["failed"] else "")
+    lines = [f"Run JupyterLab Container  [{title}]",
+             f"  Created at:             {fields['created_at']}"]
+    if "time_remaining" in fields:
+        lines.append(f"  Time Remaining:         {format_walltime(fields['time_remaining'])}")
+    else:
+        lines.append(f"  Time Requested:         {format_walltime(fields['time_requested'])}")
+    lines += [f"  Session ID:             {fields['session_id']}",
+              f"  Job ID:                 {fields['job_id']}",
+              f"  Connection timeout (s): {fields['connection_timeout']}",
+              f"  CPUs/cores:             {fields['cpus']}",
+              f"  Memory (GiB):           {fields['memory_gib']}"]
+    if fields["host"]:
+        lines.append(f"  Host:                   {fields['host']}")
+    if fields["message"]:
+        lines.append(f"  {fields['message']}")
+    if fields["url"]:
+        lines.append(f"  Connect to JupyterLab:  {fields['url']} "
+                     f"(`sh-jupyter connect {fields['session_id']}` prints the login URL)")
+    if fields["reason"]:
+        lines.append(f"  Reason:                 {fields['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""The `sh-jupyter` command: thin argument handling over the library.
+
+Bad input anywhere (flags, config file, environment) ends here with one line on stderr and
+exit status 2, before anything is created, submitted or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from . import config as config_mod
+from .errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
+from .session import is_session_id, new_session_id
+from .templates import TemplateContext, expand_path
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are our one-line, exit-2 errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"sh-jupyter: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(field: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{field} = {text!r}: must be a positive whole number") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{field} = {text!r}: must be at least 1")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sh-jupyter", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sh-jupyter {__version__}")
+    parser.add_argument("--config", help=f"site config file (default ${config_mod.ENV_VAR} "
+                        f"or {config_mod.DEFAULT_PATH})")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a session's supervisor (inside the job, or --local)")
+    run.add_argument("--local", action="store_true", help="run on this machine without Slurm")
+    run.add_argument("--session-dir", help="session directory (default: the job's working "
+                     "directory, or a new one under session.sessions_dir with --local)")
+    run.add_argument("--session-id", help="session id (a UUID; default: new, or the session "
+                     "directory's name)")
+    run.add_argument("--cpus", type=_positive_int("--cpus"), default=0)
+    run.add_argument("--memory", type=_positive_int("--memory"), default=0,
+                     help="memory in GiB")
+
+    submit = sub.add_parser("submit", help="submit a JupyterLab session job (sbatch wrapper)")
+    submit.add_argument("-M", "--cluster", default="", help="back-end cluster")
+    submit.add_argument("-p", "--partition", default="")
+    submit.add_argument("-c", "--cpus", help="CPUs/cores (default and maximum: site config)")
+    submit.add_argument("--memory", help="memory in GiB (default and maximum: site config)")
+    submit.add_argument("-t", "--time", help="walltime, e.g. 2:00:00 (maximum: site config)")
+    submit.add_argument("--gpus", help="GPUs, where the site allows them")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job until JupyterLab is ready, then print the URL")
+    submit.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, text in (("status", "show a session's job card"),
+                       ("connect", "print the session's auto-login URL"),
+                       ("cancel", "cancel the session's job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("session", help="session id (or a unique prefix of it)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    lst = sub.add_parser("list", help="your sessions, like My Interactive Sessions")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cfg = sub.add_parser("config", help="check the site config or print its reference")
+    cfg.add_argument("--reference", action="store_true", help="print the key reference")
+    return parser
+
+
+def _user() -> pwd.struct_passwd:
+    return pwd.getpwuid(os.getuid())
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        print(config_mod.reference_markdown())
+        return 0
+    cfg = config_mod.load(args.config)
+    print(f"{cfg.path}: valid")
+    return 0
+
+
+def _slurm_int(environ: dict[str, str], name: str) -> int:
+    text = environ.get(name, "")
+    return int(text) if text.isdigit() else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .supervisor import RunRequest, Supervisor  # the heavy imports only when running
+
+    cfg = config_mod.load(args.config)
+    env = dict(os.environ)
+    user = _user()
+    if user.pw_uid == 0:
+        raise UsageError("user", "root", "sessions run as the user they belong to, never root")
+    job_id = env.get("SLURM_JOB_ID", "")
+    if not args.local and not job_id:
+        raise UsageError("SLURM_JOB_ID", "", "not in a Slurm job; use `sh-jupyter run --local`")
+    if args.session_id is not None and not is_session_id(args.session_id):
+        raise UsageError("--session-id", args.session_id, "must be a UUID")
+    session_dir = os.path.abspath(args.session_dir) if args.session_dir else ""
+    if args.local:
+        session_id = args.session_id or new_session_id()
+        job_id = "local"
+        if not session_dir:
+            ctx = TemplateContext(user.pw_name, user.pw_dir, user.pw_uid, session_id, job_id)
+            session_dir = os.path.join(expand_path(cfg["session.sessions_dir"], ctx), session_id)
+    else:
+        session_dir = session_dir or os.getcwd()
+        session_id = args.session_id or os.path.basename(session_dir)
+        if not is_session_id(session_id):
+            raise UsageError("session directory", session_dir,
+                             "its name must be the session id (a UUID)")
+    cpus = args.cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
+    memory = args.memory or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
+    on_timeout = None
+    if not args.local:
+        def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
+            from .scheduler import get_scheduler
+            get_scheduler().cancel(job_id)
+    req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
+                     uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
+                     memory_gib=memory, job_env=env, on_timeout=on_timeout)
+    return Supervisor(cfg, req).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .commands import COMMANDS
+
+    handlers = {"run": _cmd_run, "config": _cmd_config, **COMMANDS}
+    args = build_parser().parse_args(argv)
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        sys.stderr.write(f"sh-jupyter: {exc}\n")
+        return EXIT_USAGE
+    except SessionFailure as exc:
+        sys.stderr.write(f"sh-jupyter: {exc}\n")
+        return EXIT_SESSION_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The site configuration: one TOML file, typed, validated strictly, with documented defaults.
+
+Like pyxis, unknown keys are errors (a typo must not silently fall back to a default). Every
+error names the file, the key, the value and what is allowed. The schema below is also the
+source of the README's configuration reference (`sh-jupyter config --reference`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import posixpath
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .durations import format_walltime, parse_walltime
+from .errors import UsageError
+from .templates import check_path_template
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
+    import tomli as tomllib
+
+DEFAULT_PATH = "/etc/sh-jupyter/config.toml"
+ENV_VAR = "SH_JUPYTER_CONFIG"
+
+# Targets a mount may never cover: the container would not start or would be subverted.
+_RESERVED_TARGETS = ("/", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib",
+                     "/lib64", "/run", "/tmp", "/root", "/opt", "/var")
+_CAPABILITIES = {
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "SETFCAP", "AUDIT_WRITE", "MKNOD", "NET_RAW",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default, check and one line of documentation."""
+
+    kind: str  # "str", "int", "bool", "list[str]", "walltime"
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns what is allowed when invalid
+
+
+def _range(lo: int, hi: int) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _one_of(*options: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in options else f"must be one of: {', '.join(options)}"
+
+
+def _path_template(v: str) -> str | None:
+    """An optional path template: empty means "not set" (Podman's default)."""
+    return None if v == "" else _required_path_template(v)
+
+
+def _required_path_template(v: str) -> str | None:
+    try:
+        check_path_template(v)
+    except ValueError as exc:
+        return f"must be an absolute path template ({exc})"
+    return None
+
+
+def _abs_path(v: str) -> str | None:
+    ok = v.startswith("/") and ".." not in v.split("/")
+    return None if ok else "must be an absolute path without '..'"
+
+
+def _name(v: str) -> str | None:
+    ok = v and all(c.isalnum() or c in "._-" for c in v) and not v.startswith((".", "-"))
+    return None if ok else "must be letters, digits, '.', '_' or '-'"
+
+
+def _base_url(v: str) -> str | None:
+    return None if v.startswith("/") and v.endswith("/") else "must start and end with '/'"
+
+
+_OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
+            "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
+            "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+
+
+def _copyable_env(v: list[str]) -> str | None:
+    bad = [n for n in v if n in _OWN_ENV or not n.replace("_", "a").isalnum()]
+    return f"cannot copy {bad}: set by sh-jupyter itself or not a variable name" if bad else None
+
+
+def _nonempty(v: list[str]) -> str | None:
+    return None if v and all(v) else "must be a non-empty list of non-empty strings"
+
+
+def _caps(v: list[str]) -> str | None:
+    bad = [c for c in v if c.upper().removeprefix("CAP_") not in _CAPABILITIES]
+    return f"unknown or disallowed capabilities {bad}" if bad else None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "session": {
+        "job_name": Key("str", "jupyter_app", "Slurm job name of sessions", _name),
+        "container_prefix": Key("str", "epcc-ces-jupyter",
+                                "container name is PREFIX-SESSION_ID", _name),
+        "connection_timeout": Key("int", 180, "seconds JupyterLab has to answer after the "
+                                  "container starts; then the session fails (and the job "
+                                  "cancels itself)", _range(10, 3600)),
+        "max_walltime": Key("walltime", 6 * 3600, "longest walltime a user may ask for"),
+        "default_walltime": Key("walltime", 6 * 3600, "walltime when the user asks for none"),
+        "sessions_dir": Key("str", "{home}/ondemand/data/sys/dashboard/batch_connect/sys/"
+                            "jupyter_app/output", "where session directories are created "
+                            "(template)", _required_path_template),
+        "batch_script": Key("str", "/usr/libexec/sh-jupyter/jupyter_app.sbatch", "the batch "
+                            "script sessions run (it execs `sh-jupyter run`)", _abs_path),
+        "idle_timeout": Key("int", 0, "seconds without kernel or terminal activity after which "
+                            "JupyterLab shuts itself down (0: never)", _range(0, 7 * 86400)),
+        "stop_timeout": Key("int", 5, "seconds between SIGTERM and SIGKILL when stopping the "
+                            "container (keep well below Slurm's KillWait)", _range(1, 60)),
+        "health_interval": Key("int", 60, "seconds between HTTP health checks of a running "
+                               "session", _range(5, 3600)),
+    },
+    "image": {
+        "name": Key("str", "localhost/sh-jupyter/jupyterlab:latest",
+                    "JupyterLab image; must already be in the shared store (never pulled)"),
+        "store": Key("str", "/var/lib/sh-jupyter/images", "the shared read-only image store "
+                     "listed in storage.conf additionalimagestores", _abs_path),
+        "command": Key("list[str]", ["jupyter", "lab"], "start command; sh-jupyter appends "
+                       "the server options (--port, --ServerApp.*) to it", _nonempty),
+        "base_url": Key("str", "/", "JupyterLab base URL (portals behind a proxy set this)",
+                        _base_url),
+        "root_dir": Key("str", "/", "JupyterLab root directory: '/' so the file browser "
+                        "reaches every mount", _abs_path),
+        "preferred_dir": Key("str", "/mnt/jupyter_host", "directory the file browser opens in",
+                             _abs_path),
+    },
+    "network": {
+        "bind_address": Key("str", "0.0.0.0", "host address the session port is published on"),
+        "connect_host": Key("str", "", "host name written into connection.yml (empty: this "
+                            "node's name)"),
+        "port_min": Key("int", 20000, "lowest port for sessions", _range(1024, 65535)),
+        "port_max": Key("int", 29999, "highest port for sessions", _range(1024, 65535)),
+        "port_attempts": Key("int", 5, "ports tried before giving up", _range(1, 50)),
+    },
+    "podman": {
+        "graphroot": Key("str", "", "container storage of the user (template; empty: Podman's "
+                         "default). Keep it on node-local disk, never NFS", _path_template),
+        "runroot": Key("str", "", "Podman run root (template; empty: Podman's default)",
+                       _path_template),
+        "socket_dir": Key("str", "/run/user/{uid}/sh-jupyter", "where the supervisor's "
+                          "Podman API socket lives (template; keep it short)",
+                          _required_path_template),
+        "api_timeout": Key("int", 30, "seconds for one Podman API call", _range(5, 600)),
+        "network": Key("str", "slirp4netns", "container network mode",
+                       _one_of("slirp4netns", "pasta", "host")),
+        "pids_limit": Key("int", 4096, "most processes in the container", _range(64, 1 << 22)),
+        "shm_size": Key("str", "1g", "size of /dev/shm"),
+        "cap_add": Key("list[str]", [], "capabilities added back after dropping all "
+                       "(JupyterLab needs none)", _caps),
+        "devices": Key("list[str]", [], "host devices passed in (e.g. GPUs the site allows)"),
+        "limits": Key("str", "auto", "apply the job's CPUs and memory to the container: auto "
+                      "(only where cgroup v2 is delegated), always, never",
+                      _one_of("auto", "always", "never")),
+    },
+    "proxy": {
+        "variables": Key("list[str]", ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+                                       "HTTPS_PROXY", "NO_PROXY"],
+                         "environment variables copied from the job into JupyterLab",
+                         _copyable_env),
+    },
+    "limits": {
+        "max_cpus": Key("int", 32, "most CPUs a session may ask for", _range(1, 4096)),
+        "max_memory_gib": Key("int", 256, "most memory (GiB) a session may ask for",
+                              _range(1, 65536)),
+        "max_gpus": Key("int", 0, "most GPUs a session may ask for", _range(0, 64)),
+        "default_cpus": Key("int", 1, "CPUs when the user asks for none", _range(1, 4096)),
+        "default_memory_gib": Key("int", 4, "memory (GiB) when the user asks for none",
+                                  _range(1, 65536)),
+    },
+}
+
+MOUNT_SCHEMA: dict[str, Key] = {
+    "source": Key("str", None, "host path (template)", _path_template),
+    "target": Key("str", None, "path inside the container", _abs_path),
+    "read_only": Key("bool", False, "mount read-only"),
+    "create": Key("bool", False, "create the source (owned by the user) if missing"),
+    "required": Key("bool", True, "fail the session if the source is missing"),
+    "ephemeral": Key("bool", False, "per-session directory: created at start, deleted at the "
+                     "end (source must contain {session_id} or {job_id})"),
+}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory mounted into JupyterLab."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    create: bool = False
+    required: bool = True
+    ephemeral: bool = False
+
+
+DEFAULT_MOUNTS = (
+    Mount("/safe_data", "/safe_data"),
+    Mount("/safe_outputs", "/safe_outputs"),
+    Mount("/var/tmp/sh-jupyter-{user}/scratch/{session_id}", "/scratch",
+          create=True, ephemeral=True),
+    Mount("{home}/.local/share/ondemand/apps/jupyter_app", "/mnt/jupyter_host", create=True),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated site configuration: sections as dicts of checked values, plus mounts."""
+
+    values: dict[str, dict[str, Any]]
+    mounts: tuple[Mount, ...] = DEFAULT_MOUNTS
+    path: str = ""
+
+    def __getitem__(self, dotted: str) -> Any:
+        section, key = dotted.split(".")
+        return self.values[section][key]
+
+
+def normalize(path: str) -> str:
+    """normpath that also folds a leading "//" (which POSIX lets normpath keep, and Podman
+    reads as "/"), so "//etc" cannot slip past the reserved-target check."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    """Return the value as the kind, or raise TypeError with what was expected."""
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "list[str]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if kind == "walltime":
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_walltime(value)
+            except ValueError:
+                pass
+        raise TypeError("a Slurm time such as \"6:00:00\" or seconds")
+    raise TypeError(f"must be of type {kind}")
+
+
+def _check(keys: dict[str, Key], table: dict[str, Any], prefix: str, src: str) -> dict[str, Any]:
+    out = {}
+    for name, raw in table.items():
+        if name not in keys:
+            allowed = ", ".join(sorted(keys))
+            raise UsageError(f"{prefix}{name}", raw, f"unknown key; allowed: {allowed}", src)
+        key = keys[name]
+        try:
+            value = _coerce(key.kind, raw)
+        except TypeError as exc:
+            raise UsageError(f"{prefix}{name}", raw, str(exc), src) from None
+        problem = key.check(value) if key.check else None
+        if problem:
+            raise UsageError(f"{prefix}{name}", value, problem, src)
+        out[name] = value
+    return out
+
+
+def _mount(table: Any, index: int, src: str) -> Mount:
+    prefix = f"mounts[{index}]."
+    if not isinstance(table, dict):
+        raise UsageError(f"mounts[{index}]", table, "must be a table", src)
+    values = _check(MOUNT_SCHEMA, table, prefix, src)
+    for required in ("source", "target"):
+        if required not in values:
+            raise UsageError(f"{prefix}{required}", None, "is required", src)
+    mount = Mount(**values)
+    target = normalize(mount.target)
+    if any(target == r or target.startswith(r + "/") for r in _RESERVED_TARGETS if r != "/") \
+            or target == "/":
+        raise UsageError(f"{prefix}target", mount.target,
+                         "must not be / or under a system directory "
+                         f"({', '.join(_RESERVED_TARGETS[1:])})", src)
+    names = check_path_template(mount.source)
+    if mount.ephemeral and not names & {"session_id", "job_id"}:
+        raise UsageError(f"{prefix}source", mount.source, "an ephemeral mount's source must "
+                         "contain {session_id} or {job_id} so cleanup removes only one "
+                         "session's directory", src)
+    return mount
+
+
+def parse(text: str, src: str = "<config>") -> Config:
+    """Parse and validate config text; UsageError on anything wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError("file", src, f"is not valid TOML ({exc})") from None
+    values = {s: {k: copy.deepcopy(key.default) for k, key in keys.items()}
+              for s, keys in SCHEMA.items()}
+    mounts = DEFAULT_MOUNTS
+    for section, table in data.items():
+        if section == "mounts":
+            if not isinstance(table, list):
+                raise UsageError("mounts", table, "must be an array of tables ([[mounts]])", src)
+            mounts = tuple(_mount(t, i, src) for i, t in enumerate(table))
+            continue
+        if section not in SCHEMA:
+            allowed = ", ".join([*sorted(SCHEMA), "mounts"])
+            raise UsageError(section, "...", f"unknown section; allowed: {allowed}", src)
+        if not isinstance(table, dict):
+            raise UsageError(section, table, "must be a table", src)
+        values[section].update(_check(SCHEMA[section], table, f"{section}.", src))
+    _cross_check(values, mounts, src)
+    return Config(values=values, mounts=mounts, path=src)
+
+
+def _cross_check(values: dict[str, dict[str, Any]], mounts: tuple[Mount, ...], src: str) -> None:
+    net, session, limits = values["network"], values["session"], values["limits"]
+    if net["port_min"] > net["port_max"]:
+        raise UsageError("network.port_min", net["port_min"],
+                         f"must not exceed network.port_max ({net['port_max']})", src)
+    if session["default_walltime"] > session["max_walltime"]:
+        raise UsageError("session.default_walltime", format_walltime(session["default_walltime"]),
+                         f"must not exceed session.max_walltime "
+                         f"({format_walltime(session['max_walltime'])})", src)
+    for what in ("cpus", "memory_gib"):
+        if limits[f"default_{what}"] > limits[f"max_{what}"]:
+            raise UsageError(f"limits.default_{what}", limits[f"default_{what}"],
+                             f"must not exceed limits.max_{what}", src)
+    targets = [normalize(m.target) for m in mounts]
+    for t in targets:
+        if targets.count(t) > 1:
+            raise UsageError("mounts.target", t, "each target may be mounted only once", src)
+
+
+def default() -> Config:
+    """The built-in defaults (what an empty config file gives)."""
+    return parse("", "<defaults>")
+
+
+def config_path(cli_path: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """Which file to read: the CLI flag, else $SH_JUPYTER_CONFIG, else the default path."""
+    environ = os.environ if environ is None else environ
+    return cli_path or environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(cli_path: str | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load the site config; a missing default file means the built-in defaults.
+
+    A file named explicitly (flag or environment) must exist: a typo there is bad input.
+    """
+    path = config_path(cli_path, environ)
+    explicit = bool(cli_path or (environ if environ is not None else os.environ).get(ENV_VAR))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        if explicit:
+            raise UsageError("config file", path, "does not exist") from None
+        return default()
+    except OSError as exc:
+        raise UsageError("config file", path, f"cannot be read ({exc.strerror})") from None
+    return parse(text, path)
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table (kept in the README)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            default_text = (format_walltime(key.default) if key.kind == "walltime"
+                            else repr(key.default).replace("'", '"'))
+            rows.append(f"| `{section}.{name}` | {key.kind} | `{default_text}` | {key.doc} |")
+    for name, key in MOUNT_SCHEMA.items():
+        default_text = "required" if key.default is None else repr(key.default).lower()
+        rows.append(f"| `[[mounts]].{name}` | {key.kind} | {default_text} | {key.doc} |")
+    return "\n".join(rows)
+
+
+__all__ = ["DEFAULT_MOUNTS", "SCHEMA", "Config", "Mount", "default", "load", "parse",
+           "reference_markdown"]

@@ -1,0 +1,137 @@
+"""Podman shell for one session container: create/start with port retries, readiness, removal.
+
+Every call goes through podman-py to the session's own API service. Nothing here decides
+policy; the spec comes from `spec.create_kwargs`, the timing from the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Callable
+
+from podman.errors import APIError, NotFound
+
+from podman import PodmanClient
+
+from . import ports, readiness
+from .errors import SessionFailure
+from .spec import LABEL_SESSION, LABEL_USER
+
+IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
+
+
+class PortInUse(Exception):
+    """The chosen port was taken between the bind test and the container's bind."""
+
+
+def last_log_lines(container, count: int = 8) -> str:
+    """The container's last log lines, for failure reasons (never contains the token)."""
+    with contextlib.suppress(Exception):  # logs are a courtesy: any API trouble means none
+        raw = container.logs(stdout=True, stderr=True, tail=count)
+        data = raw if isinstance(raw, bytes) else b"".join(raw)
+        lines = data.decode("utf-8", "replace").strip().splitlines()
+        return " | ".join(line.strip() for line in lines[-count:])
+    return ""
+
+
+def remove_leftover(client: PodmanClient, name: str, session_id: str, user: str) -> bool:
+    """Remove a container of the same name left by an earlier run of this session (lesson 8).
+
+    Only a container carrying this session's and user's labels is ours to remove.
+    """
+    try:
+        old = client.containers.get(name)
+    except NotFound:
+        return False
+    labels = old.labels or {}
+    if labels.get(LABEL_SESSION) != session_id or labels.get(LABEL_USER) != user:
+        raise SessionFailure(f"a container named {name} exists and is not this session's")
+    old.remove(force=True)
+    return True
+
+
+def create_and_start(client: PodmanClient, kwargs: dict):
+    """Create and start; PortInUse if Podman could not publish the port."""
+    container = client.containers.create(**kwargs)
+    try:
+        container.start()
+    except APIError as exc:
+        text = str(exc).lower()
+        with contextlib.suppress(APIError):
+            container.remove(force=True)
+        if any(m in text for m in IN_USE_MARKERS):
+            raise PortInUse(str(exc)) from None
+        raise SessionFailure(f"Podman could not start the container: {exc}") from None
+    return container
+
+
+def wait_until_ready(container, bind_address: str, port: int, base_url: str, token: str,
+                     deadline: float, stop: threading.Event,
+                     interval: float = 0.02) -> None:
+    """Poll HTTP until JupyterLab answers; fail fast when the container exits.
+
+    The container's state is checked every few polls so a crash is noticed within a fraction
+    of a second, without making each poll an API round trip.
+    """
+    host = ports.probe_address(bind_address)
+    polls = 0
+    while True:
+        if readiness.api_answers(host, port, base_url, timeout=2.0):
+            break
+        polls += 1
+        if polls % 10 == 0 or time.monotonic() >= deadline:
+            _fail_if_exited(container)
+        if time.monotonic() >= deadline:
+            raise SessionFailure("JupyterLab did not answer within the connection timeout; "
+                                 f"last log lines: {last_log_lines(container) or '(none)'}")
+        if stop.wait(interval):
+            raise SessionFailure("stopped by a signal while JupyterLab was starting")
+    status = readiness.auth_status(host, port, base_url, token)
+    if status != 200:
+        raise SessionFailure(f"JupyterLab answers but refuses the session token (HTTP {status}); "
+                             "the image must honour JUPYTER_TOKEN")
+
+
+def _fail_if_exited(container) -> None:
+    container.reload()
+    if container.status in ("exited", "stopped"):
+        logs = last_log_lines(container)
+        if any(m in logs.lower() for m in IN_USE_MARKERS):
+            raise PortInUse(logs)
+        code = container.attrs.get("State", {}).get("ExitCode")
+        raise SessionFailure(f"JupyterLab exited during start-up (status {code}): "
+                             f"{logs or '(no output)'}")
+
+
+def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,
+               on_exit: Callable[[int | None], None]) -> threading.Thread:
+    """Follow the container's state without polling: a blocking API wait in a thread."""
+
+    def run() -> None:
+        code: int | None = None
+        try:
+            with client_factory() as client:
+                code = client.containers.get(container_id).wait(condition=["exited", "stopped"])
+        except Exception:  # noqa: BLE001 - the service or container vanished: report unknown
+            code = None
+        on_exit(code)
+
+    thread = threading.Thread(target=run, name="container-wait", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_and_remove(client: PodmanClient, name: str, stop_timeout: int) -> None:
+    """Stop gracefully (SIGTERM, then SIGKILL after stop_timeout), remove, and verify."""
+    try:
+        container = client.containers.get(name)
+    except NotFound:
+        return
+    with contextlib.suppress(APIError):
+        container.stop(timeout=stop_timeout)
+    with contextlib.suppress(NotFound):
+        container.remove(force=True, v=True)
+    if client.containers.exists(name):
+        raise SessionFailure(f"container {name} could not be removed")

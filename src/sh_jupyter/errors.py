@@ -1,0 +1,26 @@
+"""The two ways sh-jupyter fails, kept apart because they exit differently.
+
+Bad input (config, request, CLI, environment) is the caller's to fix: exit status 2, nothing done.
+A session failure happens after we started work: it has a reason that goes on the job card.
+"""
+
+from __future__ import annotations
+
+EXIT_USAGE = 2
+EXIT_SESSION_FAILED = 3
+
+
+class UsageError(Exception):
+    """Bad input: one line naming the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str, source: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field} = {value!r}: {allowed}")
+
+
+class SessionFailure(Exception):
+    """A started session that cannot go on; the message is the reason shown to the user."""

@@ -1,0 +1,169 @@
+"""Prolog and epilog work for `jupyter_app` jobs, run as root by slurmd (see hooks.py).
+
+Everything that touches the user's Podman runs AS the user (runuser), by absolute paths and
+argument lists, with a timeout. Cleanup is keyed by this job's id label and re-listed to
+verify: an over-broad epilog elsewhere killed the same user's other jobs; ours never does.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psutil
+
+from . import config as config_mod
+from .podman_service import global_args
+from .session import is_session_id
+from .spec import LABEL_JOB
+from .templates import TemplateContext, expand_path
+
+PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+STEP_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    user: str
+    uid: int
+    gid: int
+    home: str
+    session_id: str
+
+
+def our_job(env: Mapping[str, str]) -> Job | None:
+    """Recognise a session job without asking slurmctld: its working directory is a session
+    directory (named by a UUID) and its output goes to that directory's output.log."""
+    work = env.get("SLURM_JOB_WORK_DIR", "")
+    session_id = os.path.basename(work.rstrip("/"))
+    if not is_session_id(session_id):
+        return None
+    stdout = env.get("SLURM_JOB_STDOUT", "")
+    if stdout and stdout != os.path.join(work, "output.log"):
+        return None
+    try:
+        pw = pwd.getpwnam(env["SLURM_JOB_USER"])
+        uid = int(env.get("SLURM_JOB_UID", pw.pw_uid))
+    except (KeyError, ValueError):
+        return None
+    if uid != pw.pw_uid or uid == 0:
+        return None
+    return Job(env.get("SLURM_JOB_ID", ""), pw.pw_name, uid, pw.pw_gid, pw.pw_dir, session_id)
+
+
+class Node:
+    """Acts for one job's user on this node."""
+
+    def __init__(self, job: Job, cfg: config_mod.Config, log) -> None:
+        self.job = job
+        self.cfg = cfg
+        self.log = log
+        self.runtime = f"/run/user/{job.uid}"
+        ctx = TemplateContext(job.user, job.home, job.uid, job.session_id, job.job_id)
+        self.ctx = ctx
+        self.storage = global_args(
+            expand_path(cfg["podman.graphroot"], ctx) if cfg["podman.graphroot"] else "",
+            expand_path(cfg["podman.runroot"], ctx) if cfg["podman.runroot"] else "")
+
+    def as_user(self, argv: list[str], timeout: float = STEP_TIMEOUT,
+                ) -> subprocess.CompletedProcess:
+        env = [f"PATH={PATH}", f"HOME={self.job.home}", f"USER={self.job.user}",
+               f"XDG_RUNTIME_DIR={self.runtime}"]
+        return subprocess.run(["/usr/sbin/runuser", "-u", self.job.user, "--", "/usr/bin/env",
+                               "-i", *env, *argv], cwd="/", capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def podman(self, *args: str, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess:
+        return self.as_user(["podman", *self.storage, *args], timeout=timeout)
+
+    # -- prolog ------------------------------------------------------------------------
+    def ensure_runtime_dir(self) -> None:
+        """/run/user/UID, which nothing creates without systemd-logind (lesson 9)."""
+        if not os.path.isdir(self.runtime):
+            os.makedirs(self.runtime, mode=0o700, exist_ok=True)
+            os.chown(self.runtime, self.job.uid, self.job.gid)
+            self.log(f"created {self.runtime}")
+
+    def ensure_pause_process(self) -> None:
+        """Start the user's rootless pause process here, outside the job's cgroups: one made
+        inside the job dies with scancel and breaks that user's Podman on the node."""
+        out = self.podman("unshare", "true", timeout=60)
+        if out.returncode != 0:
+            self.log(f"podman unshare failed: {out.stderr.strip()}")
+
+    # -- epilog (and prolog, for a requeued job) -----------------------------------------
+    def job_containers(self) -> list[str]:
+        out = self.podman("ps", "-a", "-q", "--filter", f"label={LABEL_JOB}={self.job.job_id}")
+        if out.returncode != 0:
+            raise RuntimeError(f"podman ps failed: {out.stderr.strip()}")
+        return out.stdout.split()
+
+    def remove_containers(self) -> bool:
+        """Remove this job's containers; True when a re-listing finds none left."""
+        ids = self.job_containers()
+        if ids:
+            stop = str(self.cfg["session.stop_timeout"])
+            out = self.podman("rm", "-f", "-t", stop, *ids, timeout=STEP_TIMEOUT + 30)
+            self.log(f"removed containers {' '.join(ids)} (rc {out.returncode})")
+        left = self.job_containers()
+        if left:
+            self.log(f"containers still present: {' '.join(left)}")
+        return not left
+
+    def end_stray_processes(self) -> None:
+        """End this session's own Podman API service if its supervisor was killed."""
+        marker = f"/sh-jupyter/{self.job.session_id[:8]}.sock"
+        victims = []
+        for proc in psutil.process_iter(["uids", "cmdline"]):
+            info = proc.info
+            if info["uids"] and info["uids"].real == self.job.uid and \
+                    any(marker in part for part in info["cmdline"] or ()):
+                victims.append(proc)
+        for proc in victims:
+            self.log(f"terminating stray {proc.pid}: {' '.join(proc.info['cmdline'][:4])}")
+            proc.send_signal(signal.SIGTERM)
+        _gone, alive = psutil.wait_procs(victims, timeout=5)
+        for proc in alive:
+            proc.kill()
+
+    def remove_scratch(self) -> None:
+        """Delete this session's ephemeral directories, as the user (podman unshare also
+        removes files owned by the user's sub-ids)."""
+        for mount in self.cfg.mounts:
+            if not mount.ephemeral:
+                continue
+            path = expand_path(mount.source, self.ctx)
+            if not os.path.lexists(path):
+                continue
+            out = self.podman("unshare", "rm", "-rf", "--one-file-system", "--", path)
+            gone = not os.path.lexists(path)
+            self.log(f"scratch {path} {'removed' if gone else 'NOT removed'} "
+                     f"(rc {out.returncode})")
+
+
+def prolog(job: Job, cfg: config_mod.Config, log) -> int:
+    node = Node(job, cfg, log)
+    node.ensure_runtime_dir()
+    node.ensure_pause_process()
+    if node.job_containers():  # a requeued job's leftovers would collide with its name
+        node.remove_containers()
+    return 0
+
+
+def epilog(job: Job, cfg: config_mod.Config, log) -> int:
+    node = Node(job, cfg, log)
+    start = time.monotonic()
+    ok = True
+    if os.path.isdir(node.runtime) and shutil.which("podman", path=PATH):
+        ok = node.remove_containers()
+    node.end_stray_processes()
+    node.remove_scratch()
+    log(f"cleanup {'done' if ok else 'FAILED'} in {time.monotonic() - start:.2f} s")
+    return 0 if ok else 1

@@ -1,0 +1,124 @@
+"""Podman shell: the user's rootless Podman API service, and podman-py clients for it.
+
+podman-py does not start a service, so the supervisor starts `podman system service` for this
+session on a short private socket path and stops exactly what it started. The service runs in
+its own session so Slurm's signal to the batch script's process group does not kill it before
+the supervisor has removed the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+
+from podman import PodmanClient
+
+from .errors import SessionFailure
+from .files import ensure_private_dir
+
+
+def runtime_dir(uid: int, environ: Mapping[str, str]) -> str:
+    """The user's XDG runtime dir; rootless Podman cannot work without one (lesson 9)."""
+    path = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SessionFailure(f"runtime directory {path} does not exist (the Slurm prolog or "
+                             "the login session creates it; run `sh-jupyter doctor`)") from None
+    if st.st_uid != uid:
+        raise SessionFailure(f"runtime directory {path} is not owned by uid {uid}")
+    return path
+
+
+def podman_env(uid: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment for podman commands run as this user (Slurm and sudo may strip it)."""
+    env = {k: v for k, v in environ.items() if k in ("PATH", "HOME", "USER", "LOGNAME", "LANG")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+    env["XDG_RUNTIME_DIR"] = runtime_dir(uid, environ)
+    return env
+
+
+def global_args(graphroot: str, runroot: str) -> list[str]:
+    """podman global options placing storage on node-local disk when the site asks."""
+    args = []
+    if graphroot:
+        args += ["--root", graphroot]
+    if runroot:
+        args += ["--runroot", runroot]
+    return args
+
+
+class PodmanService:
+    """One `podman system service` for this session, on its own socket."""
+
+    def __init__(self, socket_path: str, env: dict[str, str], storage_args: list[str],
+                 api_timeout: int) -> None:
+        self.socket_path = socket_path
+        self.uri = f"unix://{socket_path}"
+        self.env = env
+        self.storage_args = storage_args
+        self.api_timeout = api_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the service without waiting for it (the caller overlaps other work)."""
+        podman = shutil.which("podman", path=self.env["PATH"])
+        if not podman:
+            raise SessionFailure("podman is not installed on this node")
+        ensure_private_dir(os.path.dirname(self.socket_path))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        log_path = self.socket_path + ".log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [podman, *self.storage_args, "system", "service", "--time=0", self.uri],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True, close_fds=True,
+            )
+
+    def client(self, timeout: float | None = None) -> PodmanClient:
+        return PodmanClient(base_url=self.uri, timeout=timeout or self.api_timeout)
+
+    def wait_ready(self, deadline_s: float = 20.0) -> PodmanClient:
+        """Block until the API answers a ping; fail with the service's own words if it died."""
+        end = time.monotonic() + deadline_s
+        delay = 0.005
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise SessionFailure(f"podman system service exited ({self.proc.returncode}): "
+                                     f"{self._log_tail()}")
+            if os.path.exists(self.socket_path):
+                client = self.client()
+                with contextlib.suppress(Exception):  # not up yet: any transport error
+                    if client.ping():
+                        return client
+                client.close()
+            time.sleep(delay)  # bounded back-off while polling a condition with a deadline
+            delay = min(delay * 2, 0.05)
+        raise SessionFailure(f"podman system service did not answer within {deadline_s:.0f} s: "
+                             f"{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.socket_path + ".log", encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:]) or "(no log)"
+
+    def stop(self) -> None:
+        """Stop the service we started; containers are already gone by then."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)

@@ -1,0 +1,43 @@
+"""HTTP probes of JupyterLab (readiness is HTTP, not TCP: rootless port forwarding accepts a
+connection before JupyterLab listens, lesson 3).
+
+`GET {base}api` needs no auth and does not count as user activity, so health checks never keep
+an idle session alive; `GET {base}api/status` with the token proves the secret is in force.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+
+def _get(host: str, port: int, path: str, timeout: float,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def api_answers(host: str, port: int, base_url: str, timeout: float = 2.0) -> bool:
+    """True when JupyterLab's unauthenticated /api answers with its version."""
+    try:
+        status, body = _get(host, port, f"{base_url}api", timeout)
+    except (OSError, http.client.HTTPException):
+        return False
+    if status != 200:
+        return False
+    try:
+        return "version" in json.loads(body)
+    except ValueError:
+        return False
+
+
+def auth_status(host: str, port: int, base_url: str, token: str, timeout: float = 5.0) -> int:
+    """HTTP status of the authenticated /api/status (200 when the token works)."""
+    status, _ = _get(host, port, f"{base_url}api/status", timeout,
+                     {"Authorization": f"token {token}"})
+    return status

@@ -1,0 +1,64 @@
+"""A user's session request (cluster, partition, CPUs, memory, walltime, GPUs), validated
+against the site's caps before anything is created or submitted (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from .config import Config
+from .durations import format_walltime, parse_walltime
+from .errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    cpus: int
+    memory_gib: int
+    walltime: int
+    partition: str = ""
+    cluster: str = ""
+    gpus: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int(flag: str, text: str | int | None, default: int, lo: int, hi: int, what: str) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(flag, text, f"must be a whole number of {what}") from None
+    if not lo <= value <= hi:
+        raise UsageError(flag, text, f"must be between {lo} and {hi} {what} (site limit)")
+    return value
+
+
+def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int | None = None,
+             walltime: str | None = None, partition: str = "", cluster: str = "",
+             gpus: str | int | None = None) -> SessionRequest:
+    """Check every field against the config; UsageError names the flag, value and limit."""
+    cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
+    mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
+                 cfg["limits.max_memory_gib"], "GiB")
+    gpus_v = _int("--gpus", gpus, 0, 0, cfg["limits.max_gpus"], "GPUs")
+    cap = cfg["session.max_walltime"]
+    if walltime in (None, ""):
+        wall = cfg["session.default_walltime"]
+    else:
+        try:
+            wall = parse_walltime(str(walltime))
+        except ValueError:
+            raise UsageError("--time", walltime, "must be a Slurm time such as 2:00:00, 90 "
+                             "(minutes) or 0-06:00:00") from None
+        if wall > cap:
+            raise UsageError("--time", walltime, f"must not exceed {format_walltime(cap)} "
+                             "(site maximum)")
+    for flag, name in (("--partition", partition), ("--cluster", cluster)):
+        if name and not _NAME.match(name):
+            raise UsageError(flag, name, "must be a Slurm name (letters, digits, '_', '.', '-')")
+    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v)

@@ -1,0 +1,113 @@
+"""A session's identity and the files that describe it (pure: no I/O here).
+
+A session is one JupyterLab run: a UUID like the portals use, a directory holding the job's files,
+a machine-readable status file (the job card's source) and, once JupyterLab answers, the
+OOD-compatible connection file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+STATUS_FILE = "status.json"
+CONNECTION_FILE = "connection.yml"
+LOG_FILE = "output.log"
+REQUEST_FILE = "request.json"
+SECRET_FILE = ".secret"
+
+PHASES = ("Queued", "Starting", "Running", "Completed")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def new_session_id() -> str:
+    """A fresh session id (a UUID, as Open OnDemand uses)."""
+    return str(uuid.uuid4())
+
+
+def is_session_id(text: str) -> bool:
+    return bool(_UUID.fullmatch(text))
+
+
+def new_secret() -> str:
+    """The session's password/token: 256 bits from `secrets`, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def container_name(prefix: str, session_id: str) -> str:
+    return f"{prefix}-{session_id}"
+
+
+def running_message(name: str) -> str:
+    """The sentence the seed promises on the job card."""
+    return f"JupyterLab is running in Podman container {name}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """The job card's data: written by the supervisor, read by `status`, `list` and portals."""
+
+    session_id: str
+    phase: str = "Queued"
+    job_id: str = ""
+    created_at: str = ""
+    started_at: str = ""
+    ready_at: str = ""
+    ended_at: str = ""
+    host: str = ""
+    port: int = 0
+    base_url: str = "/"
+    container: str = ""
+    message: str = ""
+    failed: bool = False
+    reason: str = ""
+    cpus: int = 0
+    memory_gib: int = 0
+    walltime: int = 0
+    connection_timeout: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Status:
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def advance(self, phase: str, **changes: Any) -> Status:
+        """A copy in a later phase; phases never go backwards."""
+        if PHASES.index(phase) < PHASES.index(self.phase):
+            raise ValueError(f"cannot go from {self.phase} to {phase}")
+        return replace(self, phase=phase, **changes)
+
+    def fail(self, reason: str) -> Status:
+        """The final state of a session that did not end as the user asked."""
+        return replace(self, phase="Completed", failed=True, reason=reason,
+                       ended_at=self.ended_at or now_iso())
+
+
+def connection_yaml(host: str, port: int, password: str) -> str:
+    """connection.yml as Open OnDemand's batch-connect reads it (YAML.safe_load).
+
+    JSON string quoting is valid YAML double-quoted scalar syntax, so no value can break out.
+    """
+    def quote(value: str) -> str:  # DEL is ASCII, so json leaves it raw; YAML refuses it
+        return json.dumps(value).replace("\x7f", "\\u007f")
+    return f"host: {quote(host)}\nport: {int(port)}\npassword: {quote(password)}\n"
+
+
+def lab_url(host: str, port: int, base_url: str, token: str | None = None) -> str:
+    """The URL a browser opens; with a token it logs in automatically."""
+    url = f"http://{host}:{port}{base_url}lab"
+    return f"{url}?token={token}" if token else url

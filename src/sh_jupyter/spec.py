@@ -1,0 +1,159 @@
+"""The container spec of a session, built from config and session facts (pure: no I/O).
+
+The result is the keyword arguments of podman-py's `containers.create`, so it can be checked in
+unit tests field by field, and the Podman shell only passes it on.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import __version__
+from .config import Config, Mount, normalize
+from .session import container_name
+from .templates import TemplateContext, expand_path
+
+LABEL_SESSION = "sh-jupyter.session-id"
+LABEL_JOB = "sh-jupyter.job-id"
+LABEL_USER = "sh-jupyter.user"
+LABEL_VERSION = "sh-jupyter.version"
+PERSIST_TARGET = "/mnt/jupyter_host"
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A mount with its source expanded for this session."""
+
+    source: str
+    target: str
+    read_only: bool
+    create: bool
+    required: bool
+    ephemeral: bool
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """Everything about this session the spec depends on that is not site config."""
+
+    ctx: TemplateContext
+    port: int
+    cpus: int = 0
+    memory_gib: int = 0
+    apply_limits: bool = False
+
+
+def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
+    """Expand every mount's source for this session (ValueError if a value is unsafe)."""
+    return [HostMount(expand_path(m.source, ctx), normalize(m.target), m.read_only,
+                      m.create, m.required, m.ephemeral) for m in mounts]
+
+
+def jupyter_command(cfg: Config, port: int) -> list[str]:
+    """JupyterLab's command line; it carries no secret (the token travels in the environment)."""
+    root, preferred = cfg["image.root_dir"], cfg["image.preferred_dir"]
+    host_net = cfg["podman.network"] == "host"
+    cmd = [
+        *cfg["image.command"], "--allow-root", "--no-browser",
+        f"--ip={cfg['network.bind_address']}" if host_net else "--ip=0.0.0.0",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.base_url={cfg['image.base_url']}",
+        f"--ServerApp.root_dir={root}",
+    ]
+    rel = posixpath.relpath(preferred, root)
+    if not rel.startswith(".."):
+        cmd.append(f"--FileContentsManager.preferred_dir={'' if rel == '.' else rel}")
+    idle = cfg["session.idle_timeout"]
+    if idle:
+        cmd += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
+                f"--MappingKernelManager.cull_idle_timeout={idle}",
+                "--MappingKernelManager.cull_interval=60",
+                f"--TerminalManager.cull_inactive_timeout={idle}"]
+    return cmd
+
+
+def environment(cfg: Config, facts: SessionFacts, secret: str,
+                job_env: Mapping[str, str], mounts: list[HostMount]) -> dict[str, str]:
+    """The container's environment: the token, the proxies, and where user state persists.
+
+    With the root filesystem read-only, pip falls back to a user install, so PYTHONUSERBASE on
+    the persistent mount makes `pip install` survive into the next session, as the seed advises.
+    """
+    env = {
+        "JUPYTER_TOKEN": secret,
+        "HOME": "/root",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+        "SH_JUPYTER_SESSION_ID": facts.ctx.session_id,
+    }
+    if facts.ctx.job_id and facts.ctx.job_id != "local":
+        env["SLURM_JOB_ID"] = facts.ctx.job_id
+    if any(m.target == PERSIST_TARGET for m in mounts):
+        env.update({
+            "PYTHONUSERBASE": f"{PERSIST_TARGET}/.local",
+            "JUPYTER_DATA_DIR": f"{PERSIST_TARGET}/.local/share/jupyter",
+            "JUPYTERLAB_SETTINGS_DIR": f"{PERSIST_TARGET}/.jupyter/lab/user-settings",
+            "JUPYTERLAB_WORKSPACES_DIR": f"{PERSIST_TARGET}/.jupyter/lab/workspaces",
+        })
+    for name in cfg["proxy.variables"]:
+        if name in job_env:
+            env[name] = job_env[name]
+    return env
+
+
+def labels(facts: SessionFacts) -> dict[str, str]:
+    """Labels that let cleanup find exactly this session's and this job's containers."""
+    return {
+        LABEL_SESSION: facts.ctx.session_id,
+        LABEL_JOB: facts.ctx.job_id,
+        LABEL_USER: facts.ctx.user,
+        LABEL_VERSION: __version__,
+    }
+
+
+def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
+                  job_env: Mapping[str, str], mounts: list[HostMount],
+                  present: set[str]) -> dict:
+    """podman-py `containers.create` arguments for this session.
+
+    `present` is the set of mount sources that exist; optional mounts outside it are left out.
+    """
+    port = facts.port
+    kwargs: dict = {
+        "image": cfg["image.name"],
+        "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
+        "command": jupyter_command(cfg, port),
+        "environment": environment(cfg, facts, secret, job_env,
+                                   [m for m in mounts if m.source in present]),
+        "labels": labels(facts),
+        "mounts": [{"type": "bind", "source": m.source, "target": m.target,
+                    "read_only": m.read_only}
+                   for m in mounts if m.source in present]
+        + [{"type": "tmpfs", "source": "tmpfs", "target": "/root", "mode": "0700"}],
+        "read_only": True,
+        "read_write_tmpfs": True,
+        "working_dir": "/root",
+        # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.
+        "cap_drop": ["ALL"],
+        "cap_add": [c.upper().removeprefix("CAP_") for c in cfg["podman.cap_add"]],
+        "no_new_privileges": True,
+        "pids_limit": cfg["podman.pids_limit"],
+        "shm_size": cfg["podman.shm_size"],
+        "stop_signal": 15,  # podman-py needs an int here
+        "stop_timeout": cfg["session.stop_timeout"],
+        "devices": list(cfg["podman.devices"]),
+    }
+    if cfg["podman.network"] == "host":
+        kwargs["network_mode"] = "host"
+    else:
+        kwargs["network_mode"] = cfg["podman.network"]
+        kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
+    if facts.apply_limits:
+        if facts.cpus:
+            kwargs["cpu_period"] = 100000
+            kwargs["cpu_quota"] = 100000 * facts.cpus
+        if facts.memory_gib:
+            kwargs["mem_limit"] = f"{facts.memory_gib}g"
+    return kwargs

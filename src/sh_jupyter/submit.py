@@ -1,0 +1,123 @@
+"""Submit side (login node, as the user): session directory, batch job, and following it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .card import card
+from .config import Config
+from .durations import format_walltime
+from .errors import SessionFailure
+from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
+from .request import SessionRequest
+from .scheduler import Scheduler
+from .session import (
+    CONNECTION_FILE,
+    LOG_FILE,
+    REQUEST_FILE,
+    STATUS_FILE,
+    Status,
+    new_session_id,
+    now_iso,
+)
+from .templates import TemplateContext, expand_path
+
+
+@dataclass(frozen=True)
+class Submitted:
+    session_id: str
+    job_id: str
+    session_dir: str
+
+
+def sessions_root(cfg: Config, user: str, home: str, uid: int) -> str:
+    ctx = TemplateContext(user, home, uid, "none", "none")
+    return expand_path(cfg["session.sessions_dir"], ctx)
+
+
+def sbatch_options(cfg: Config, req: SessionRequest, session_dir: str) -> list[str]:
+    """The job's sbatch options; the script itself is a fixed file, never generated."""
+    opts = [
+        f"--job-name={cfg['session.job_name']}",
+        f"--chdir={session_dir}",
+        f"--output={os.path.join(session_dir, LOG_FILE)}",
+        "--open-mode=append",
+        f"--time={format_walltime(req.walltime)}",
+        "--nodes=1", "--ntasks=1", f"--cpus-per-task={req.cpus}",
+        f"--mem={req.memory_gib}G",
+    ]
+    if req.partition:
+        opts.append(f"--partition={req.partition}")
+    if req.gpus:
+        opts.append(f"--gres=gpu:{req.gpus}")
+    return opts
+
+
+def submit(cfg: Config, req: SessionRequest, scheduler: Scheduler, user: str, home: str,
+           uid: int) -> Submitted:
+    """Create the session directory, write its files, submit; undo the directory on refusal."""
+    session_id = new_session_id()
+    root = sessions_root(cfg, user, home, uid)
+    ensure_user_dir(root, uid)
+    session_dir = os.path.join(root, session_id)
+    ensure_private_dir(session_dir, uid)
+    write_private(os.path.join(session_dir, REQUEST_FILE),
+                  json.dumps({**req.to_dict(), "config": cfg.path}, indent=2) + "\n")
+    status = Status(session_id=session_id, phase="Queued", created_at=now_iso(),
+                    cpus=req.cpus, memory_gib=req.memory_gib, walltime=req.walltime,
+                    connection_timeout=cfg["session.connection_timeout"],
+                    base_url=cfg["image.base_url"])
+    write_private(os.path.join(session_dir, STATUS_FILE), status.to_json())
+    try:
+        job_id = scheduler.submit(sbatch_options(cfg, req, session_dir),
+                                  cfg["session.batch_script"])
+    except SessionFailure:
+        for name in (REQUEST_FILE, STATUS_FILE):
+            os.unlink(os.path.join(session_dir, name))
+        os.rmdir(session_dir)
+        raise
+    # The supervisor may already have written a newer status: only add the job id to ours.
+    current = read_text(os.path.join(session_dir, STATUS_FILE))
+    latest = Status.from_json(current) if current else status
+    if not latest.job_id:
+        write_private(os.path.join(session_dir, STATUS_FILE),
+                      replace(latest, job_id=job_id).to_json())
+    return Submitted(session_id, job_id, session_dir)
+
+
+def load_status(session_dir: str) -> Status:
+    text = read_text(os.path.join(session_dir, STATUS_FILE))
+    if text is None:
+        raise SessionFailure(f"{session_dir} holds no {STATUS_FILE}")
+    return Status.from_json(text)
+
+
+def follow(session_dir: str, scheduler: Scheduler, emit: Callable[[dict], None],
+           interval: float = 0.5) -> dict:
+    """Print each change of the card until the session runs or ends; returns the last card."""
+    last = ""
+    while True:
+        status = load_status(session_dir)
+        job = scheduler.job(status.job_id) if status.job_id else None
+        fields = card(status, job, time.time())
+        if fields["status"] != last:
+            emit(fields)
+            last = fields["status"]
+        if fields["status"] in ("Running", "Completed"):
+            return fields
+        time.sleep(interval)  # follow polls the scheduler at a fixed, modest rate
+
+
+def connection(session_dir: str) -> dict[str, str]:
+    text = read_text(os.path.join(session_dir, CONNECTION_FILE))
+    if text is None:
+        raise SessionFailure("the session is not running (no connection file yet)")
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        out[key] = json.loads(value)
+    return out

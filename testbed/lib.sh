@@ -1,0 +1,187 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing scripts
+# Shared helpers for testbed/provision, testbed/teardown and testbed/steps/*.sh.
+# Sourced, never executed. Every step runs as its own `bash` process and
+# sources this file, so a step can also be run alone while debugging:
+#   bash testbed/steps/60-slurm.sh
+
+# Fixed locations shared by the steps and by the tests (keep in sync with the
+# report in testbed/README or the lead's docs if they move).
+TESTBED_STATE=/var/lib/sh-jupyter-testbed     # versions.env, slurm state, munge key
+TESTBED_LOG=/var/log/sh-jupyter-testbed       # daemon logs
+TESTBED_RUN=/run/sh-jupyter-testbed           # pid files, munge socket
+TESTBED_VERSIONS="$TESTBED_STATE/versions.env"
+TESTBED_USERS=(shjuser1 shjuser2)
+
+# The checkout this file lives in: CI clones the repository into another
+# folder, so nothing may assume /work/main.
+TESTBED_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+TESTBED_REPO="$(dirname -- "$TESTBED_DIR")"
+
+# apt must never stop to ask a question (there is no terminal in CI).
+export DEBIAN_FRONTEND=noninteractive
+# Sorting and tool output must not depend on the caller's locale.
+export LC_ALL=C
+# Job users must be able to read what we install (venv, configs, scripts) even
+# when the caller's umask is stricter.
+umask 022
+
+log() {
+    printf '    %s\n' "$*"
+}
+
+warn() {
+    printf '    WARNING: %s\n' "$*" >&2
+}
+
+die() {
+    printf 'ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# write_if_changed PATH MODE [OWNER[:GROUP]] < content
+# Writes stdin to PATH atomically (temp file in the same directory, then
+# rename) only when the content differs, so daemons watching mtimes and the
+# "config changed -> restart" logic see real changes only. Mode and owner are
+# enforced on every call (cheap, and repairs drift). Always returns 0 so that
+# `set -e` callers can use it as a plain statement; it sets
+# WRITE_CHANGED=1 when it wrote the file and WRITE_CHANGED=0 otherwise.
+WRITE_CHANGED=0
+write_if_changed() {
+    local path="$1" mode="$2" owner="${3:-root:root}"
+    local dir tmp
+    dir="$(dirname -- "$path")"
+    mkdir -p -- "$dir"
+    tmp="$(mktemp -- "$dir/.$(basename -- "$path").XXXXXX")"
+    cat >"$tmp"
+    if [[ -f "$path" ]] && cmp -s -- "$tmp" "$path"; then
+        rm -f -- "$tmp"
+        WRITE_CHANGED=0
+    else
+        chmod "$mode" -- "$tmp"
+        chown "$owner" -- "$tmp"
+        mv -f -- "$tmp" "$path"
+        WRITE_CHANGED=1
+    fi
+    chmod "$mode" -- "$path"
+    chown "$owner" -- "$path"
+}
+
+# ensure_dir PATH MODE [OWNER[:GROUP]]: create if missing, enforce mode/owner.
+ensure_dir() {
+    local path="$1" mode="$2" owner="${3:-root:root}"
+    mkdir -p -- "$path"
+    chmod "$mode" -- "$path"
+    chown "$owner" -- "$path"
+}
+
+# pkg_installed PKG: true when dpkg reports PKG fully installed ("ii").
+pkg_installed() {
+    local status
+    status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" || return 1
+    [[ "$status" == "ii "* ]]
+}
+
+# apt_lists_fresh: package lists exist and are less than a day old. Only then
+# may we install without `apt-get update` (which costs seconds and network).
+apt_lists_fresh() {
+    local newest
+    newest="$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit 2>/dev/null)"
+    [[ -n "$newest" ]]
+}
+
+# need_pkgs PKG...: apt-installs only the packages that are missing. Never
+# upgrades anything already installed (a test bed that silently moves to a new
+# Podman or Slurm would invalidate what FACTS.md measured). When everything is
+# present it does not call apt at all, which keeps a re-provision fast.
+need_pkgs() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    log "installing: ${missing[*]}"
+    if ! apt_lists_fresh; then
+        apt-get update -qq || die "apt-get update failed (is the package mirror reachable?)"
+    fi
+    # --no-install-recommends: we name every package we rely on, and
+    # recommends (buildah, fuse-overlayfs, ...) would only add moving parts.
+    apt-get install -y -qq --no-install-recommends --no-upgrade -o Dpkg::Use-Pty=0 "${missing[@]}" \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+# load_versions: source versions.env written by steps/10-packages.sh.
+load_versions() {
+    [[ -r "$TESTBED_VERSIONS" ]] || die "$TESTBED_VERSIONS missing: run testbed/provision (step 10) first"
+    # shellcheck source=/dev/null
+    . "$TESTBED_VERSIONS"
+}
+
+# pid_from_file PIDFILE NAME: prints the pid when PIDFILE names a live process
+# whose command name is NAME; returns 1 otherwise. Stale pid files (reboot, a
+# crash, a pid reused by another program) therefore count as "not running".
+pid_from_file() {
+    local pidfile="$1" name="$2" pid comm
+    [[ -r "$pidfile" ]] || return 1
+    read -r pid <"$pidfile" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == "$name" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+# binary_replaced PID: true when the running program's file was replaced
+# since it started (a package upgrade), so the daemon must be restarted.
+binary_replaced() {
+    local exe
+    exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+    [[ "$exe" == *" (deleted)" ]]
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds.
+# Returns 1 (without dying) when the deadline passes, so callers can print
+# diagnostics before failing.
+wait_for() {
+    local seconds="$1" desc="$2"
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            warn "timed out after ${seconds}s waiting for: $desc"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# stop_by_pidfile PIDFILE NAME [SECONDS]: SIGTERM the daemon named in PIDFILE,
+# wait until it is gone, SIGKILL after SECONDS. Only ever signals the one pid
+# the daemon recorded (and only if its name matches), never by name.
+stop_by_pidfile() {
+    local pidfile="$1" name="$2" seconds="${3:-30}" pid
+    pid="$(pid_from_file "$pidfile" "$name")" || return 0
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$seconds" "$name (pid $pid) to exit" test ! -e "/proc/$pid"; then
+        warn "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 10 "$name (pid $pid) to die" test ! -e "/proc/$pid" || die "cannot stop $name (pid $pid)"
+    fi
+    # Daemons remove their own pid file on a clean exit; a killed one does not.
+    rm -f -- "$pidfile"
+}
+
+# as_user USER CMD...: run CMD as USER with a minimal login-like environment
+# and a cwd the user can read (rootless Podman and Slurm clients need one).
+as_user() {
+    local user="$1" uid home
+    shift
+    uid="$(id -u "$user")"
+    home="$(getent passwd "$user" | cut -d: -f6)"
+    (cd /tmp && runuser -u "$user" -- env -i \
+        PATH=/usr/local/bin:/usr/bin:/bin \
+        HOME="$home" USER="$user" LOGNAME="$user" LANG=C.UTF-8 \
+        XDG_RUNTIME_DIR="/run/user/$uid" \
+        "$@")
+}

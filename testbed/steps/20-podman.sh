@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Test-bed step 20: configure Podman for rootless JupyterLab containers on this kind of host.
+#
+# Run as root. Idempotent: every file is rewritten only when its content differs, so a re-run
+# takes well under a second and does not disturb running containers.
+#
+# What this host needs and why (see shared/FACTS.md, measured on Debian 12 / podman 4.3.1):
+#   * runtime "runc": crun (1.8) refuses cgroup v1 hybrid mode.
+#   * cgroup_manager "cgroupfs", events_logger "file": there is no systemd (PID 1) or journald.
+#   * default_ulimits at or below the current hard limits: without CAP_SYS_RESOURCE Podman's own
+#     default (nofile 1048576) fails with "setrlimit RLIMIT_NOFILE: Operation not permitted".
+#   * storage driver "overlay": without it rootless Podman falls back to the slow vfs driver.
+#   * additionalimagestores: every user's rootless Podman sees the site's shared, read-only image
+#     store, so nobody pulls or loads the 370 MB JupyterLab image per user per node.
+#   * /dev/net/tun mode 0666: slirp4netns (rootless networking) opens it as the user.
+#
+# Environment overrides (all optional):
+#   SH_JUPYTER_IMAGE_STORE   shared read-only image store (default /var/lib/sh-jupyter/images)
+#   SH_JUPYTER_OCI_RUNTIME   OCI runtime to configure     (default runc)
+set -euo pipefail
+
+readonly IMAGE_STORE="${SH_JUPYTER_IMAGE_STORE:-/var/lib/sh-jupyter/images}"
+readonly OCI_RUNTIME="${SH_JUPYTER_OCI_RUNTIME:-runc}"
+readonly CONTAINERS_CONF=/etc/containers/containers.conf
+readonly STORAGE_CONF=/etc/containers/storage.conf
+
+log() { printf '20-podman: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+for tool in podman newuidmap newgidmap slirp4netns "$OCI_RUNTIME"; do
+    command -v "$tool" >/dev/null 2>&1 \
+        || die "'$tool' not found: install podman uidmap slirp4netns $OCI_RUNTIME conmon catatonit"
+done
+
+# write_if_changed PATH MODE: stdin becomes PATH's content, but PATH is only replaced (atomically,
+# via a temporary file in the same directory) when the content differs. Prints whether it changed.
+write_if_changed() {
+    local path=$1 mode=$2 tmp
+    tmp=$(mktemp "${path}.XXXXXX")
+    cat >"$tmp"
+    chmod "$mode" "$tmp"
+    if [[ -f $path ]] && cmp -s "$tmp" "$path"; then
+        rm -f "$tmp"
+        log "unchanged: $path"
+    else
+        mv -f "$tmp" "$path"
+        log "written:   $path"
+    fi
+}
+
+# --- Podman version ----------------------------------------------------------------------------
+# 4.x (Debian 12) and 5.x (Debian 13) read the same keys; 5.x defaults rootless networking to
+# pasta, which may not be installed, so there we pin slirp4netns unless pasta is present.
+podman_version=$(podman version --format '{{.Client.Version}}' 2>/dev/null || podman --version)
+podman_version=${podman_version##* }
+podman_major=${podman_version%%.*}
+[[ $podman_major =~ ^[0-9]+$ ]] || die "cannot parse podman version '$podman_version'"
+log "podman $podman_version, runtime $OCI_RUNTIME"
+
+# --- ulimits from the current hard limits ------------------------------------------------------
+# Use the hard limit itself (capped at the values Podman would pick on an unrestricted host): the
+# container can never get more than the hard limit without CAP_SYS_RESOURCE, and asking for more
+# makes every container fail to start.
+clamp_hard_limit() {
+    local hard=$1 cap=$2
+    if [[ $hard == unlimited ]] || (( hard > cap )); then
+        echo "$cap"
+    else
+        echo "$hard"
+    fi
+}
+nofile=$(clamp_hard_limit "$(ulimit -Hn)" 1048576)
+nproc=$(clamp_hard_limit "$(ulimit -Hu)" 32768)
+
+network_lines=""
+if (( podman_major >= 5 )) && ! command -v pasta >/dev/null 2>&1; then
+    network_lines=$'\n[network]\ndefault_rootless_network_cmd = "slirp4netns"\n'
+fi
+
+# Keys only: Podman merges this file over /usr/share/containers/containers.conf.
+write_if_changed "$CONTAINERS_CONF" 0644 <<EOF
+# Managed by sh-jupyter testbed/steps/20-podman.sh: edits are overwritten.
+[containers]
+# At or below this host's hard limits (no CAP_SYS_RESOURCE here).
+default_ulimits = [
+  "nofile=${nofile}:${nofile}",
+  "nproc=${nproc}:${nproc}",
+]
+
+[engine]
+# crun refuses cgroup v1 hybrid mode; there is no systemd for cgroups or the journal.
+runtime = "${OCI_RUNTIME}"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+${network_lines}
+EOF
+
+# storage.conf is not merged with the distribution's copy: this is the whole file. Root keeps the
+# standard paths; rootless users get their own graphroot (~/.local/share/containers/storage unless
+# the library passes another) and read the shared store through additionalimagestores.
+write_if_changed "$STORAGE_CONF" 0644 <<EOF
+# Managed by sh-jupyter testbed/steps/20-podman.sh: edits are overwritten.
+[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+
+[storage.options]
+# Site image store: written by root (packaging/image/build), read-only for everyone else.
+additionalimagestores = ["${IMAGE_STORE}"]
+
+[storage.options.overlay]
+mountopt = "nodev"
+EOF
+
+# --- the shared image store must exist and be readable ----------------------------------------
+# A missing or unreadable additional store breaks every rootless podman command, even before
+# the first image is published. The image build script fills it and re-applies a+rX.
+install -d -m 0755 "$(dirname "$IMAGE_STORE")" "$IMAGE_STORE"
+for sub in overlay overlay-images overlay-layers; do
+    install -d -m 0755 "$IMAGE_STORE/$sub"
+done
+
+# --- /dev/net/tun ------------------------------------------------------------------------------
+# devtmpfs resets the mode on every boot, so this is re-applied on each run.
+if [[ ! -c /dev/net/tun ]]; then
+    install -d -m 0755 /dev/net
+    mknod -m 0666 /dev/net/tun c 10 200
+    log "created /dev/net/tun"
+fi
+if [[ $(stat -c %a /dev/net/tun) != 666 ]]; then
+    chmod 0666 /dev/net/tun
+    log "chmod 0666 /dev/net/tun"
+fi
+
+# --- sanity check: the configuration is what Podman actually uses -----------------------------
+info=$(podman info --format '{{.Host.OCIRuntime.Name}} {{.Host.CgroupManager}} {{.Store.GraphDriverName}}')
+[[ $info == "$OCI_RUNTIME cgroupfs overlay" ]] \
+    || die "podman reports '$info', expected '$OCI_RUNTIME cgroupfs overlay' (old storage of another driver? see 'podman system reset')"
+log "ok: podman $podman_version, $info, nofile=$nofile nproc=$nproc, store $IMAGE_STORE"

@@ -1,0 +1,77 @@
+#!/bin/bash
+# Step 30: the unprivileged test users and the directories a session uses.
+#   * shjuser1, shjuser2: ordinary login users (home, bash).
+#   * /etc/subuid and /etc/subgid: one private range of 65536 ids each, which
+#     rootless Podman needs to map the container's users.
+#   * /run/user/UID: rootless Podman's runtime dir. Without systemd-logind
+#     nothing creates it on this kind of machine.
+#   * /safe_data/USER (persistent data) and /safe_outputs/USER (results),
+#     private to their user, under root-owned parents.
+set -euo pipefail
+# shellcheck source=testbed/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
+
+readonly SUBID_COUNT=65536
+
+# subid_ok FILE USER UID: true when USER has exactly one range of at least
+# SUBID_COUNT ids in FILE and it overlaps no other line's range.
+subid_ok() {
+    awk -F: -v user="$2" -v uid="$3" -v need="$SUBID_COUNT" '
+        NF < 3 || $1 ~ /^#/ { next }
+        { n++; name[n] = $1; lo[n] = $2 + 0; hi[n] = $2 + $3 - 1 }
+        $1 == user || $1 == uid { mine++; me = n; if ($3 + 0 < need) short = 1 }
+        END {
+            if (mine != 1 || short) exit 1
+            for (i = 1; i <= n; i++)
+                if (i != me && lo[i] <= hi[me] && lo[me] <= hi[i]) exit 1
+            exit 0
+        }' "$1"
+}
+
+# next_free_subid FILE: first id above every range in FILE (and above the
+# SUB_UID_MIN convention of 100000), so a new range overlaps nothing.
+next_free_subid() {
+    awk -F: '
+        BEGIN { top = 100000 }
+        NF >= 3 && $1 !~ /^#/ { end = $2 + $3; if (end > top) top = end }
+        END { print top }' "$1"
+}
+
+# fix_subids FILE USER UID DEL_OPT ADD_OPT: drop USER's ranges in FILE that
+# are missing, too small or overlapping, and give it one fresh range.
+fix_subids() {
+    local file="$1" user="$2" uid="$3" del_opt="$4" add_opt="$5" start range
+    touch -- "$file"
+    if subid_ok "$file" "$user" "$uid"; then
+        return 0
+    fi
+    while IFS=: read -r name first count; do
+        if [[ "$name" == "$user" || "$name" == "$uid" ]]; then
+            usermod "$del_opt" "$first-$((first + count - 1))" "$user"
+        fi
+    done <"$file"
+    start="$(next_free_subid "$file")"
+    range="$start-$((start + SUBID_COUNT - 1))"
+    usermod "$add_opt" "$range" "$user"
+    log "$user: $(basename -- "$file") range $range"
+}
+
+ensure_dir /safe_data 0755
+ensure_dir /safe_outputs 0755
+ensure_dir /run/user 0755
+
+for user in "${TESTBED_USERS[@]}"; do
+    if ! getent passwd "$user" >/dev/null; then
+        # -U: a private group of the same name, like a site's user would have.
+        useradd -m -U -s /bin/bash -c "sh-jupyter test user" "$user"
+        log "created user $user"
+    fi
+    uid="$(id -u "$user")"
+    gid="$(id -g "$user")"
+    fix_subids /etc/subuid "$user" "$uid" --del-subuids --add-subuids
+    fix_subids /etc/subgid "$user" "$uid" --del-subgids --add-subgids
+    ensure_dir "/run/user/$uid" 0700 "$uid:$gid"
+    ensure_dir "/safe_data/$user" 0700 "$uid:$gid"
+    ensure_dir "/safe_outputs/$user" 0700 "$uid:$gid"
+done
+log "users: ${TESTBED_USERS[*]}"

@@ -1,0 +1,215 @@
+"""The test bed as tests see it: what must be there, and how to act as a test user.
+
+Tests run as root (they orchestrate); everything a user would do runs through `runuser` as
+one of the unprivileged test users, with the same environment a Slurm job would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+USERS = ("shjuser1", "shjuser2")
+VENV = "/opt/sh-jupyter/venv"
+SH = f"{VENV}/bin/sh-jupyter"
+PYTHON = f"{VENV}/bin/python"
+IMAGE = "localhost/sh-jupyter/jupyterlab:latest"
+STORE = "/var/lib/sh-jupyter/images"
+SLURM_CONF = "/etc/slurm/slurm.conf"
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.05) -> object:
+    """Poll a condition until it is truthy or the deadline passes (then fail, naming it)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def user_env(user: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    pw = pwd.getpwnam(user)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": pw.pw_dir, "USER": user, "LOGNAME": user,
+        "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}",
+        "LANG": "C.UTF-8",
+    }
+    if os.path.exists(SLURM_CONF):
+        env["SLURM_CONF"] = SLURM_CONF
+    env.update(extra or {})
+    return env
+
+
+def as_user(user: str, argv: list[str], env: dict[str, str] | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Run argv as the user (from /tmp, a cwd every user can read) and capture its output."""
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run(["runuser", "-u", user, "--", "env", "-i",
+                           *[f"{k}={v}" for k, v in user_env(user, env).items()], *argv],
+                          cwd="/tmp", capture_output=True, text=True, check=False, **kwargs)
+
+
+def popen_as_user(user: str, argv: list[str], env: dict[str, str] | None = None,
+                  **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(["runuser", "-u", user, "--", "env", "-i",
+                             *[f"{k}={v}" for k, v in user_env(user, env).items()], *argv],
+                            cwd="/tmp", **kwargs)
+
+
+def podman(user: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return as_user(user, ["podman", *args], timeout=timeout)
+
+
+def containers_of(user: str, name_filter: str = "epcc-ces-jupyter") -> list[str]:
+    out = podman(user, "ps", "-a", "--format", "{{.Names}}", "--filter", f"name={name_filter}")
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stdout.split() if line]
+
+
+def shared_tempdir() -> str:
+    """A temp directory test users can read (pytest's tmp_path is root-only)."""
+    path = tempfile.mkdtemp(prefix="shj-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    return path
+
+
+def write_config(text: str) -> str:
+    path = os.path.join(shared_tempdir(), "config.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def missing() -> list[str]:
+    """Everything the podman/slurm/e2e tests need that is not in place, as fix hints."""
+    problems = []
+    for tool in ("podman", "runc", "runuser", "sbatch", "squeue", "scancel", "curl"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} is not installed")
+    if not os.access(SH, os.X_OK):
+        problems.append(f"{SH} is missing (testbed/steps/50-install.sh)")
+    try:
+        tun = os.stat("/dev/net/tun")
+        if tun.st_mode & 0o666 != 0o666:
+            problems.append("/dev/net/tun is not 0666 (testbed/steps/20-podman.sh)")
+    except FileNotFoundError:
+        problems.append("/dev/net/tun does not exist")
+    for user in USERS:
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            problems.append(f"test user {user} does not exist (testbed/steps/30-users.sh)")
+            continue
+        rdir = f"/run/user/{pw.pw_uid}"
+        if not os.path.isdir(rdir) or os.stat(rdir).st_uid != pw.pw_uid:
+            problems.append(f"runtime dir {rdir} missing or not owned by {user}")
+    if not problems:
+        out = podman(USERS[0], "image", "exists", IMAGE)
+        if out.returncode != 0:
+            problems.append(f"image {IMAGE} is not visible to {USERS[0]} from the shared store "
+                            f"{STORE} (testbed/steps/40-image.sh): {out.stderr.strip()}")
+    if shutil.which("sinfo"):
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                             env={**os.environ, "SLURM_CONF": SLURM_CONF}, check=False)
+        if out.returncode != 0 or not {"idle", "mix", "alloc"} & set(out.stdout.split()):
+            problems.append(f"Slurm node is not up: {out.stdout.strip() or out.stderr.strip()} "
+                            "(testbed/steps/60-slurm.sh)")
+    return problems
+
+
+@dataclass
+class Session:
+    """A `sh-jupyter run --local` supervisor started as a test user."""
+
+    user: str
+    session_id: str
+    session_dir: str
+    proc: subprocess.Popen
+    log_path: str
+
+    def status(self) -> dict:
+        with open(os.path.join(self.session_dir, "status.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def connection(self) -> dict[str, str]:
+        """Parse connection.yml the strict way (three known keys, nothing else)."""
+        out = {}
+        with open(os.path.join(self.session_dir, "connection.yml"), encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.rstrip("\n").partition(": ")
+                out[key] = json.loads(value)
+        assert set(out) == {"host", "port", "password"}, out
+        return out
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def container(self) -> str:
+        return f"epcc-ces-jupyter-{self.session_id}"
+
+    def wait_ready(self, timeout: float = 90) -> dict[str, str]:
+        conn_file = os.path.join(self.session_dir, "connection.yml")
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"supervisor exited ({self.proc.returncode}):\n{self.log()}")
+            return os.path.exists(conn_file)
+        wait_for(ready, timeout, "connection.yml")
+        return self.connection()
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"supervisor still running after {timeout} s:\n"
+                                 f"{self.log()}") from None
+
+    def supervisor_pid(self) -> int:
+        """The supervisor itself (runuser's child; `env -i` exec-ed into it)."""
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(path, encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the supervisor directly, as slurmstepd signals a batch script.
+
+        Not through runuser: it would SIGKILL its child two seconds after forwarding.
+        """
+        if self.proc.poll() is None:
+            os.kill(self.supervisor_pid(), sig)
+
+
+def start_session(user: str, config_path: str, *extra: str,
+                  env: dict[str, str] | None = None) -> Session:
+    pw = pwd.getpwnam(user)
+    session_id = str(uuid.uuid4())
+    session_dir = os.path.join(pw.pw_dir, "shj-test-sessions", session_id)
+    log_dir = shared_tempdir()
+    log_path = os.path.join(log_dir, "output.log")
+    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its whole life
+    proc = popen_as_user(user, [SH, "--config", config_path, "run", "--local", "--session-dir",
+                                session_dir, "--session-id", session_id, *extra],
+                         env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return Session(user, session_id, session_dir, proc, log_path)
+
+
+def mode_of(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real test bed is checked once; a missing part fails, never skips."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import bed  # noqa: E402
+
+_REAL = ("podman", "slurm", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by directory so `-m podman` and friends select them."""
+    for item in items:
+        parts = item.path.parts
+        for marker in _REAL:
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def testbed() -> None:
+    """Fail (not skip) every real test when the bed is incomplete, saying exactly what is missing."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests orchestrate test users and must run as root")
+    problems = bed.missing()
+    if problems:
+        pytest.fail("test bed incomplete (run testbed/provision):\n  - " + "\n  - ".join(problems))

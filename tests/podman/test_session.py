@@ -1,0 +1,312 @@
+"""The launcher against real rootless Podman and the real image, as an unprivileged user."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import pwd
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+
+import bed
+import pytest
+
+USER = bed.USERS[0]
+PORTS = (31000, 31999)
+
+
+def config_text(**over: str) -> str:
+    """A site config for tests: defaults, a private port range, and the given overrides."""
+    sections: dict[str, dict[str, str]] = {
+        "network": {"port_min": str(PORTS[0]), "port_max": str(PORTS[1])},
+        "session": {"health_interval": "5"},
+    }
+    for dotted, value in over.items():
+        section, key = dotted.split("__")
+        sections.setdefault(section, {})[key] = value
+    lines = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def session(testbed):
+    """A running session; always torn down, and proven gone, at the end."""
+    started = []
+
+    def start(cfg: str | None = None, env: dict[str, str] | None = None) -> bed.Session:
+        s = bed.start_session(USER, bed.write_config(cfg or config_text()), env=env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.terminate()
+        s.wait_exit(30)
+        assert s.container() not in bed.containers_of(USER)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _opener() -> tuple[urllib.request.OpenerDirector, http.cookiejar.CookieJar]:
+    jar = http.cookiejar.CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
+                                       _NoRedirect()), jar
+
+
+def _status(opener, req) -> int:
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _form_login(port: int, password: str) -> tuple[int, str]:
+    opener, jar = _opener()
+    _status(opener, f"http://127.0.0.1:{port}/login")
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    data = urllib.parse.urlencode({"password": password, "_xsrf": xsrf}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/login?next=%2Flab", data=data)
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status, resp.headers.get("Location", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "") or ""
+
+
+def _api(port: int, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"token {token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        text = resp.read()
+    return json.loads(text) if text else {}
+
+
+def kernel_exec(s: bed.Session, port: int, token: str, code: str) -> str:
+    """Run code in a kernel started by JupyterLab itself, and return what it printed."""
+    kernel = _api(port, token, "POST", "/api/kernels", {"name": "python3"})
+    client = (
+        "import sys\n"
+        "from jupyter_client import BlockingKernelClient\n"
+        "c = BlockingKernelClient(connection_file=sys.argv[1]); c.load_connection_file()\n"
+        "c.start_channels(); c.wait_for_ready(timeout=60)\n"
+        "out = []\n"
+        "def hook(m):\n"
+        "    if m['msg_type'] == 'stream': out.append(m['content']['text'])\n"
+        "    if m['msg_type'] == 'error': out.append('ERROR ' + m['content']['evalue'])\n"
+        "c.execute_interactive(sys.argv[2], output_hook=hook, timeout=120)\n"
+        "print(''.join(out), end='')\n"
+    )
+    conn = f"/tmp/jupyter-runtime/kernel-{kernel['id']}.json"
+    bed.wait_for(lambda: bed.podman(USER, "exec", s.container(), "test", "-e", conn)
+                 .returncode == 0, 30, "the kernel's connection file")
+    out = bed.podman(USER, "exec", s.container(), "python", "-c", client, conn, code,
+                     timeout=180)
+    assert out.returncode == 0, out.stderr
+    _api(port, token, "DELETE", f"/api/kernels/{kernel['id']}")
+    return out.stdout
+
+
+def test_session_logs_in_by_token_and_by_password_and_is_private(session):
+    s = session()
+    conn = s.wait_ready()
+    port, secret = int(conn["port"]), conn["password"]
+    status = s.status()
+    assert status["phase"] == "Running" and not status["failed"]
+    assert status["message"] == f"JupyterLab is running in Podman container {s.container()}"
+    assert status["port"] == port and PORTS[0] <= port <= PORTS[1]
+    assert s.container() in bed.containers_of(USER)
+
+    opener, jar = _opener()
+    assert _status(opener, f"http://127.0.0.1:{port}/lab?token={secret}") == 200
+    assert any(c.name.startswith("username-") for c in jar), "token login set no session cookie"
+    assert _status(opener, f"http://127.0.0.1:{port}/api/status") == 200
+    assert _form_login(port, secret) == (302, "/lab")
+    assert _form_login(port, secret[::-1])[0] == 401
+
+    # The secret is nowhere in any process's argv, nor in the log; files are private.
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                assert secret.encode() not in fh.read(), f"secret in argv of pid {pid}"
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    assert secret not in s.log()
+    assert bed.mode_of(s.session_dir) == 0o700
+    assert bed.mode_of(os.path.join(s.session_dir, "connection.yml")) == 0o600
+    assert bed.mode_of(os.path.join(s.session_dir, "status.json")) == 0o600
+    other = bed.as_user(bed.USERS[1], ["cat", os.path.join(s.session_dir, "connection.yml")])
+    assert other.returncode != 0
+
+
+def test_notebook_in_safe_outputs_is_owned_by_the_user(session):
+    s = session()
+    conn = s.wait_ready()
+    port, secret = int(conn["port"]), conn["password"]
+    name = f"nb-{s.session_id[:8]}.ipynb"
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    _api(port, secret, "PUT", f"/api/contents/safe_outputs/{USER}/{name}",
+         {"type": "notebook", "format": "json", "content": nb})
+    host_path = f"/safe_outputs/{USER}/{name}"
+    try:
+        assert os.stat(host_path).st_uid == pwd.getpwnam(USER).pw_uid
+        # The file browser reaches every mount (lesson 7).
+        listing = _api(port, secret, "GET", "/api/contents/")
+        names = {item["name"] for item in listing["content"]}
+        assert {"safe_data", "safe_outputs", "scratch", "mnt"} <= names
+    finally:
+        os.unlink(host_path)
+
+
+def _probe_wheel(directory: str, marker: str) -> str:
+    path = os.path.join(directory, "shjprobe-1.0-py3-none-any.whl")
+    files = {
+        "shjprobe/__init__.py": f"MARKER = {marker!r}\n",
+        "shjprobe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: shjprobe\n"
+                                           "Version: 1.0\n",
+        "shjprobe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{n},,\n" for n in files) + "shjprobe-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+        zf.writestr("shjprobe-1.0.dist-info/RECORD", record)
+    return path
+
+
+def test_pip_install_persists_and_kernel_sees_the_proxy(session):
+    pw = pwd.getpwnam(USER)
+    persist = os.path.join(pw.pw_dir, ".local/share/ondemand/apps/jupyter_app")
+    marker = f"m{time.time_ns()}"
+    proxy = "http://proxy.invalid:3128"
+    s1 = session(env={"https_proxy": proxy, "NO_PROXY": "localhost"})
+    conn = s1.wait_ready()
+    wheel = _probe_wheel(persist, marker)
+    os.chown(wheel, pw.pw_uid, pw.pw_gid)
+    out = kernel_exec(s1, int(conn["port"]), conn["password"],
+                      "import os, subprocess, sys\n"
+                      "print('proxy=' + os.environ.get('https_proxy', ''))\n"
+                      "print('noproxy=' + os.environ.get('NO_PROXY', ''))\n"
+                      "print('token=' + str('JUPYTER_TOKEN' in os.environ))\n"
+                      "r = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index',"
+                      " '--no-deps', '--force-reinstall', "
+                      "'/mnt/jupyter_host/shjprobe-1.0-py3-none-any.whl'],"
+                      " capture_output=True, text=True)\n"
+                      "print('pip=' + str(r.returncode), r.stderr[-500:])\n")
+    assert f"proxy={proxy}" in out and "noproxy=localhost" in out
+    assert "token=False" in out, "the kernel inherited the session secret"
+    assert "pip=0" in out, out
+    installed = os.path.join(persist, ".local/lib")
+    assert any("shjprobe" in dirs for _, dirs, _ in os.walk(installed))
+    s1.terminate()
+    assert s1.wait_exit(15) == 0
+
+    s2 = session()
+    conn = s2.wait_ready()
+    out = kernel_exec(s2, int(conn["port"]), conn["password"],
+                      "import shjprobe; print(shjprobe.MARKER, shjprobe.__file__)")
+    assert marker in out and "/mnt/jupyter_host/.local/" in out
+
+
+def test_shutdown_from_jupyterlab_ends_the_supervisor_cleanly(session):
+    s = session()
+    conn = s.wait_ready()
+    _api(int(conn["port"]), conn["password"], "POST", "/api/shutdown")
+    assert s.wait_exit(30) == 0
+    assert s.container() not in bed.containers_of(USER)
+    status = s.status()
+    assert status["phase"] == "Completed" and not status["failed"], status
+    assert "scratch" in s.log() and not os.path.exists(
+        f"/var/tmp/sh-jupyter-{USER}/scratch/{s.session_id}")
+
+
+def test_sigterm_removes_the_container_within_10_s(session):
+    s = session()
+    s.wait_ready()
+    start = time.monotonic()
+    s.terminate()
+    assert s.wait_exit(10) == 0
+    bed.wait_for(lambda: s.container() not in bed.containers_of(USER),
+                 max(0.1, 10 - (time.monotonic() - start)), "container removal")
+    status = s.status()
+    assert status["phase"] == "Completed" and status["reason"] == "cancelled (SIGTERM)"
+
+
+def _failed(s: bed.Session, within: float) -> dict:
+    assert s.wait_exit(within) == 3, s.log()
+    status = s.status()
+    assert status["phase"] == "Completed" and status["failed"], status
+    assert not os.path.exists(os.path.join(s.session_dir, "connection.yml"))
+    assert s.container() not in bed.containers_of(USER)
+    return status
+
+
+def test_missing_image_fails_fast_with_reason(session):
+    s = session(config_text(image__name='"localhost/sh-jupyter/absent:1"'))
+    status = _failed(s, 20)
+    assert "localhost/sh-jupyter/absent:1 is not in the image store" in status["reason"]
+
+
+def test_missing_required_mount_fails_fast_with_reason(session):
+    cfg = config_text() + ('[[mounts]]\nsource = "/nonexistent-{user}"\ntarget = "/data"\n')
+    status = _failed(session(cfg), 20)
+    assert f"required mount source /nonexistent-{USER}" in status["reason"]
+
+
+def test_occupied_ports_are_skipped_and_exhaustion_fails_fast(session):
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        full = session(config_text(network__port_min=str(port), network__port_max=str(port)))
+        assert f"no free port: tried [{port}]" in _failed(full, 20)["reason"]
+
+        if port < 65535:
+            ok = session(config_text(network__port_min=str(port),
+                                     network__port_max=str(port + 1),
+                                     network__port_attempts="2"))
+            assert int(ok.wait_ready()["port"]) == port + 1
+
+
+def test_jupyter_that_exits_at_start_fails_fast_with_its_output(session):
+    s = session(config_text(image__command='["sh", "-c", "echo boom-$0; exit 7"]'))
+    reason = _failed(s, 20)["reason"]
+    assert "exited during start-up (status 7)" in reason and "boom-" in reason
+
+
+def test_jupyter_that_never_answers_fails_at_the_connection_timeout(session):
+    s = session(config_text(image__command='["sh", "-c", "sleep 600"]',
+                            session__connection_timeout="10"))
+    start = time.monotonic()
+    reason = _failed(s, 40)["reason"]
+    assert "did not answer within the connection timeout" in reason
+    assert time.monotonic() - start >= 10
+
+
+@pytest.mark.parametrize(("cfg", "field"), [
+    ("[session]\nconnection_timeout = -1\n", "session.connection_timeout"),
+    ("[sessoin]\n", "sessoin"),
+    ("[[mounts]]\nsource = \"/x/{nope}\"\ntarget = \"/x\"\n", "mounts[0].source"),
+])
+def test_invalid_config_exits_2_and_starts_nothing(testbed, cfg, field):
+    path = bed.write_config(cfg)
+    before = bed.containers_of(USER)
+    out = bed.as_user(USER, [bed.SH, "--config", path, "run", "--local"])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and path in lines[0], out.stderr
+    assert bed.containers_of(USER) == before

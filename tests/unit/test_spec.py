@@ -1,0 +1,382 @@
+"""The container spec: podman-py create kwargs from config and session facts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sh_jupyter import __version__, config
+from sh_jupyter.config import Config
+from sh_jupyter.spec import (
+    LABEL_JOB,
+    LABEL_SESSION,
+    LABEL_USER,
+    LABEL_VERSION,
+    HostMount,
+    SessionFacts,
+    create_kwargs,
+    environment,
+    host_mounts,
+    jupyter_command,
+)
+from sh_jupyter.templates import TemplateContext
+
+SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
+SECRET = "Zq3-very_secret-token-value-0123456789abcdef"
+PORT = 23456
+CTX = TemplateContext(user="alice", home="/home/alice", uid=1234, session_id=SID, job_id="4242")
+PERSIST_SOURCE = "/home/alice/.local/share/ondemand/apps/jupyter_app"
+SCRATCH_SOURCE = f"/var/tmp/sh-jupyter-alice/scratch/{SID}"
+ALL_DEFAULT_SOURCES = {"/safe_data", "/safe_outputs", SCRATCH_SOURCE, PERSIST_SOURCE}
+
+
+def build(cfg: Config | None = None, *, facts: SessionFacts | None = None,
+          job_env: dict[str, str] | None = None, present: set[str] | None = None) -> dict:
+    cfg = cfg or config.default()
+    facts = facts or SessionFacts(ctx=CTX, port=PORT)
+    mounts = host_mounts(cfg.mounts, facts.ctx)
+    if present is None:
+        present = {m.source for m in mounts}
+    return create_kwargs(cfg, facts, SECRET, job_env or {}, mounts, present)
+
+
+def flag(command: list[str], name: str) -> list[str]:
+    """Values of every `--name=value` argument."""
+    return [arg.split("=", 1)[1] for arg in command if arg.startswith(f"--{name}=")]
+
+
+# --- identity ------------------------------------------------------------------------------
+
+def test_name_and_image() -> None:
+    kw = build()
+    assert kw["name"] == f"epcc-ces-jupyter-{SID}"
+    assert kw["image"] == "localhost/sh-jupyter/jupyterlab:latest"
+
+
+def test_name_uses_configured_prefix() -> None:
+    cfg = config.parse('[session]\ncontainer_prefix = "site-lab"\n')
+    assert build(cfg)["name"] == f"site-lab-{SID}"
+
+
+def test_labels() -> None:
+    assert build()["labels"] == {
+        LABEL_SESSION: SID,
+        LABEL_JOB: "4242",
+        LABEL_USER: "alice",
+        LABEL_VERSION: __version__,
+    }
+    assert LABEL_SESSION.startswith("sh-jupyter.")
+
+
+# --- the secret ----------------------------------------------------------------------------
+
+def test_secret_is_in_the_environment_only() -> None:
+    kw = build()
+    assert kw["environment"]["JUPYTER_TOKEN"] == SECRET
+    assert not any(SECRET in arg for arg in kw["command"])
+    rest = {k: v for k, v in kw.items() if k != "environment"}
+    assert SECRET not in repr(rest)
+    # the token is in exactly one environment variable
+    assert [k for k, v in kw["environment"].items() if SECRET in v] == ["JUPYTER_TOKEN"]
+
+
+def test_command_has_no_token_or_password_options() -> None:
+    command = build()["command"]
+    assert not any("token" in arg.lower() or "password" in arg.lower() for arg in command)
+    assert not any("xsrf" in arg.lower() for arg in command)  # XSRF protection stays on
+
+
+# --- hardening -----------------------------------------------------------------------------
+
+def test_hardening() -> None:
+    kw = build()
+    assert kw["read_only"] is True
+    assert kw["read_write_tmpfs"] is True
+    assert kw["cap_drop"] == ["ALL"]
+    assert kw["cap_add"] == []
+    assert kw["no_new_privileges"] is True
+    assert kw["pids_limit"] == 4096
+    assert kw["shm_size"] == "1g"
+    assert kw["working_dir"] == "/root"
+    assert kw["environment"]["HOME"] == "/root"
+    tmpfs = [m for m in kw["mounts"] if m["type"] == "tmpfs"]
+    assert tmpfs == [{"type": "tmpfs", "source": "tmpfs", "target": "/root", "mode": "0700"}]
+
+
+def test_stop_settings() -> None:
+    cfg = config.parse("[session]\nstop_timeout = 12\n")
+    kw = build(cfg)
+    assert kw["stop_signal"] == 15
+    assert isinstance(kw["stop_signal"], int)
+    assert kw["stop_timeout"] == 12
+
+
+def test_cap_add_is_normalised() -> None:
+    cfg = config.parse('[podman]\ncap_add = ["cap_net_bind_service", "CHOWN"]\n')
+    assert build(cfg)["cap_add"] == ["NET_BIND_SERVICE", "CHOWN"]
+    assert build(cfg)["cap_drop"] == ["ALL"]
+
+
+def test_devices_and_pids() -> None:
+    cfg = config.parse('[podman]\ndevices = ["/dev/nvidia0"]\npids_limit = 128\n'
+                       'shm_size = "2g"\n')
+    kw = build(cfg)
+    assert kw["devices"] == ["/dev/nvidia0"]
+    assert kw["devices"] is not cfg["podman.devices"]
+    assert (kw["pids_limit"], kw["shm_size"]) == (128, "2g")
+
+
+# --- network -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["slirp4netns", "pasta"])
+def test_ports_published_on_bind_address(mode: str) -> None:
+    cfg = config.parse(f'[podman]\nnetwork = "{mode}"\n[network]\nbind_address = "10.1.2.3"\n')
+    kw = build(cfg)
+    assert kw["network_mode"] == mode
+    assert kw["ports"] == {f"{PORT}/tcp": ("10.1.2.3", PORT)}
+    assert flag(kw["command"], "ip") == ["0.0.0.0"]
+    assert flag(kw["command"], "port") == [str(PORT)]
+
+
+def test_default_publishes_on_all_addresses() -> None:
+    kw = build()
+    assert kw["network_mode"] == "slirp4netns"
+    assert kw["ports"] == {f"{PORT}/tcp": ("0.0.0.0", PORT)}
+
+
+def test_host_network_binds_jupyter_on_bind_address() -> None:
+    cfg = config.parse('[podman]\nnetwork = "host"\n[network]\nbind_address = "10.1.2.3"\n')
+    kw = build(cfg)
+    assert kw["network_mode"] == "host"
+    assert "ports" not in kw
+    assert flag(kw["command"], "ip") == ["10.1.2.3"]
+    assert flag(kw["command"], "port") == [str(PORT)]
+
+
+# --- command -------------------------------------------------------------------------------
+
+def test_command() -> None:
+    cmd = build(facts=SessionFacts(ctx=CTX, port=20001))["command"]
+    assert cmd[:2] == ["jupyter", "lab"]
+    assert "--allow-root" in cmd
+    assert "--no-browser" in cmd
+    assert flag(cmd, "port") == ["20001"]
+    assert flag(cmd, "ServerApp.port_retries") == ["0"]
+    assert flag(cmd, "ServerApp.base_url") == ["/"]
+    assert flag(cmd, "ServerApp.root_dir") == ["/"]
+    assert flag(cmd, "FileContentsManager.preferred_dir") == ["mnt/jupyter_host"]
+
+
+def test_command_uses_configured_start_command_and_base_url() -> None:
+    cfg = config.parse('[image]\ncommand = ["/opt/venv/bin/jupyter-lab", "--debug"]\n'
+                       'base_url = "/node/n1/20001/"\n')
+    cmd = jupyter_command(cfg, 20001)
+    assert cmd[:2] == ["/opt/venv/bin/jupyter-lab", "--debug"]
+    assert flag(cmd, "ServerApp.base_url") == ["/node/n1/20001/"]
+
+
+@pytest.mark.parametrize(
+    ("root", "preferred", "expected"),
+    [
+        ("/", "/mnt/jupyter_host", ["mnt/jupyter_host"]),
+        ("/mnt", "/mnt/jupyter_host", ["jupyter_host"]),
+        ("/mnt/jupyter_host", "/mnt/jupyter_host", [""]),
+        ("/mnt/jupyter_host", "/mnt/jupyter_host/", [""]),
+        ("/safe_data", "/mnt/jupyter_host", []),
+        ("/mnt/j", "/mnt/jupyter_host", []),
+    ],
+)
+def test_preferred_dir_is_relative_to_root_dir(root: str, preferred: str,
+                                               expected: list[str]) -> None:
+    cfg = config.parse(f'[image]\nroot_dir = "{root}"\npreferred_dir = "{preferred}"\n')
+    cmd = jupyter_command(cfg, PORT)
+    assert flag(cmd, "ServerApp.root_dir") == [root]
+    assert flag(cmd, "FileContentsManager.preferred_dir") == expected
+
+
+def test_no_idle_flags_by_default() -> None:
+    cmd = build()["command"]
+    assert not any("cull" in arg or "shutdown_no_activity" in arg for arg in cmd)
+
+
+def test_idle_timeout_flags() -> None:
+    cfg = config.parse("[session]\nidle_timeout = 3600\n")
+    cmd = jupyter_command(cfg, PORT)
+    assert flag(cmd, "ServerApp.shutdown_no_activity_timeout") == ["3600"]
+    assert flag(cmd, "MappingKernelManager.cull_idle_timeout") == ["3600"]
+    assert flag(cmd, "TerminalManager.cull_inactive_timeout") == ["3600"]
+    assert flag(cmd, "MappingKernelManager.cull_interval") == ["60"]
+
+
+# --- mounts --------------------------------------------------------------------------------
+
+def test_host_mounts_expand_sources() -> None:
+    mounts = host_mounts(config.default().mounts, CTX)
+    assert [(m.source, m.target) for m in mounts] == [
+        ("/safe_data", "/safe_data"),
+        ("/safe_outputs", "/safe_outputs"),
+        (SCRATCH_SOURCE, "/scratch"),
+        (PERSIST_SOURCE, "/mnt/jupyter_host"),
+    ]
+    scratch = mounts[2]
+    assert (scratch.create, scratch.ephemeral, scratch.required) == (True, True, True)
+
+
+def test_host_mounts_normalise_targets() -> None:
+    cfg = config.parse('[[mounts]]\nsource = "/a/{user}/"\ntarget = "/data/./x/"\n')
+    assert host_mounts(cfg.mounts, CTX) == [
+        HostMount("/a/alice", "/data/x", False, False, True, False)]
+
+
+def test_host_mounts_reject_unsafe_values() -> None:
+    ctx = dataclasses.replace(CTX, session_id="../../etc")
+    with pytest.raises(ValueError):
+        host_mounts(config.default().mounts, ctx)
+
+
+def test_all_present_mounts_are_bound() -> None:
+    binds = [m for m in build()["mounts"] if m["type"] == "bind"]
+    assert binds == [
+        {"type": "bind", "source": "/safe_data", "target": "/safe_data", "read_only": False},
+        {"type": "bind", "source": "/safe_outputs", "target": "/safe_outputs",
+         "read_only": False},
+        {"type": "bind", "source": SCRATCH_SOURCE, "target": "/scratch", "read_only": False},
+        {"type": "bind", "source": PERSIST_SOURCE, "target": "/mnt/jupyter_host",
+         "read_only": False},
+    ]
+
+
+def test_only_present_mounts_are_bound() -> None:
+    kw = build(present={"/safe_outputs", PERSIST_SOURCE})
+    targets = [m["target"] for m in kw["mounts"]]
+    assert targets == ["/safe_outputs", "/mnt/jupyter_host", "/root"]
+
+
+def test_no_present_mounts_leaves_only_tmpfs() -> None:
+    assert [m["type"] for m in build(present=set())["mounts"]] == ["tmpfs"]
+
+
+def test_read_only_is_honoured() -> None:
+    cfg = config.parse('[[mounts]]\nsource = "/safe_data"\ntarget = "/safe_data"\n'
+                       "read_only = true\n"
+                       '[[mounts]]\nsource = "/safe_outputs"\ntarget = "/safe_outputs"\n')
+    binds = {m["target"]: m["read_only"] for m in build(cfg)["mounts"] if m["type"] == "bind"}
+    assert binds == {"/safe_data": True, "/safe_outputs": False}
+
+
+# --- environment ---------------------------------------------------------------------------
+
+def test_base_environment() -> None:
+    env = build()["environment"]
+    assert env["SH_JUPYTER_SESSION_ID"] == SID
+    assert env["SLURM_JOB_ID"] == "4242"
+    assert env["JUPYTER_RUNTIME_DIR"].startswith("/tmp/")
+
+
+def test_local_session_has_no_slurm_job_id() -> None:
+    facts = SessionFacts(ctx=dataclasses.replace(CTX, job_id="local"), port=PORT)
+    assert "SLURM_JOB_ID" not in build(facts=facts)["environment"]
+
+
+def test_proxy_variables_copied_when_present() -> None:
+    job_env = {"http_proxy": "http://proxy:3128", "HTTPS_PROXY": "http://proxy:3129",
+               "FOO_PROXY": "x", "PATH": "/usr/bin", "SLURM_JOB_NAME": "jupyter_app"}
+    env = build(job_env=job_env)["environment"]
+    assert env["http_proxy"] == "http://proxy:3128"
+    assert env["HTTPS_PROXY"] == "http://proxy:3129"
+    for absent in ("https_proxy", "no_proxy", "HTTP_PROXY", "NO_PROXY", "FOO_PROXY", "PATH",
+                   "SLURM_JOB_NAME"):
+        assert absent not in env
+
+
+def test_no_proxy_variables_without_job_env() -> None:
+    env = build(job_env={})["environment"]
+    assert not any("proxy" in k.lower() for k in env)
+
+
+def test_only_configured_proxy_variables_are_copied() -> None:
+    cfg = config.parse('[proxy]\nvariables = ["SITE_PROXY"]\n')
+    env = build(cfg, job_env={"SITE_PROXY": "p", "http_proxy": "h"})["environment"]
+    assert env["SITE_PROXY"] == "p"
+    assert "http_proxy" not in env
+
+
+def test_empty_proxy_value_is_copied_as_is() -> None:
+    env = build(job_env={"no_proxy": ""})["environment"]
+    assert env["no_proxy"] == ""
+
+
+PERSIST_VARS = {
+    "PYTHONUSERBASE": "/mnt/jupyter_host/.local",
+    "JUPYTER_DATA_DIR": "/mnt/jupyter_host/.local/share/jupyter",
+    "JUPYTERLAB_SETTINGS_DIR": "/mnt/jupyter_host/.jupyter/lab/user-settings",
+    "JUPYTERLAB_WORKSPACES_DIR": "/mnt/jupyter_host/.jupyter/lab/workspaces",
+}
+
+
+def test_persistence_variables_with_the_persistent_mount() -> None:
+    env = build()["environment"]
+    assert {k: env[k] for k in PERSIST_VARS} == PERSIST_VARS
+
+
+def test_persistence_variables_with_a_trailing_slash_target() -> None:
+    cfg = config.parse('[[mounts]]\nsource = "{home}/keep"\ntarget = "/mnt/jupyter_host/"\n')
+    env = build(cfg)["environment"]
+    assert env["PYTHONUSERBASE"] == "/mnt/jupyter_host/.local"
+
+
+def test_no_persistence_variables_without_the_persistent_mount() -> None:
+    cfg = config.parse('[[mounts]]\nsource = "/safe_data"\ntarget = "/safe_data"\n'
+                       '[[mounts]]\nsource = "{home}/keep"\ntarget = "/mnt/other"\n')
+    env = build(cfg)["environment"]
+    assert not set(PERSIST_VARS) & set(env)
+
+
+def test_no_persistence_variables_when_the_persistent_mount_is_absent() -> None:
+    # An optional /mnt/jupyter_host whose source is missing is left out of the mounts; pointing
+    # PYTHONUSERBASE into the read-only root filesystem would then make `pip install` fail.
+    kw = build(present={"/safe_data", "/safe_outputs", SCRATCH_SOURCE})
+    assert "/mnt/jupyter_host" not in [m["target"] for m in kw["mounts"]]
+    assert not set(PERSIST_VARS) & set(kw["environment"])
+
+
+def test_environment_function_directly() -> None:
+    cfg = config.default()
+    facts = SessionFacts(ctx=CTX, port=PORT)
+    env = environment(cfg, facts, "tok", {"no_proxy": "localhost"}, [])
+    assert env == {
+        "JUPYTER_TOKEN": "tok",
+        "HOME": "/root",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+        "SH_JUPYTER_SESSION_ID": SID,
+        "SLURM_JOB_ID": "4242",
+        "no_proxy": "localhost",
+    }
+
+
+# --- resource limits -----------------------------------------------------------------------
+
+LIMIT_KEYS = {"cpu_period", "cpu_quota", "mem_limit"}
+
+
+def test_limits_applied() -> None:
+    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True)
+    kw = build(facts=facts)
+    assert kw["cpu_period"] == 100000
+    assert kw["cpu_quota"] == 400000
+    assert kw["mem_limit"] == "8g"
+
+
+def test_limits_not_applied() -> None:
+    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=False)
+    assert not LIMIT_KEYS & set(build(facts=facts))
+
+
+def test_limits_only_for_known_values() -> None:
+    cpus_only = SessionFacts(ctx=CTX, port=PORT, cpus=2, memory_gib=0, apply_limits=True)
+    kw = build(facts=cpus_only)
+    assert (kw["cpu_quota"], "mem_limit" in kw) == (200000, False)
+    memory_only = SessionFacts(ctx=CTX, port=PORT, cpus=0, memory_gib=16, apply_limits=True)
+    kw = build(facts=memory_only)
+    assert (kw["mem_limit"], "cpu_quota" in kw, "cpu_period" in kw) == ("16g", False, False)

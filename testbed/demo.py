@@ -108,7 +108,8 @@ def main() -> int:
     data = data or _start(args.user, args.state)
     conn = _connection(data["session_dir"])
     host, port, password = conn["host"], conn["port"], conn["password"]
-    print(f"JupyterLab is running for {data['user']} (session {os.path.basename(data['session_dir'])})")
+    session_id = os.path.basename(data["session_dir"])
+    print(f"JupyterLab is running for {data['user']} (session {session_id})")
     print(f"  URL (auto-login): http://{host}:{port}/lab?token={password}")
     print(f"  URL:              http://127.0.0.1:{port}/lab   password: {password}")
     print(f"  check:            curl -H 'Authorization: token {password}' "

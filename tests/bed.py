@@ -72,7 +72,9 @@ def popen_as_user(user: str, argv: list[str], env: dict[str, str] | None = None,
 
 
 def podman(user: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return as_user(user, ["podman", *args], timeout=timeout)
+    """The user's podman, seeing the shared store as sh-jupyter passes it."""
+    return as_user(user, ["podman", "--storage-opt", f"additionalimagestore={STORE}", *args],
+                   timeout=timeout)
 
 
 def containers_of(user: str, name_filter: str = "epcc-ces-jupyter") -> list[str]:
@@ -213,3 +215,35 @@ def start_session(user: str, config_path: str, *extra: str,
 
 def mode_of(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def job_state(job_id: str) -> str:
+    """The job's state as Slurm itself prints it (finished jobs stay listed for MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "GONE"
+
+
+def submit(user: str, *args: str, config: str | None = None, timeout: float = 300,
+           ) -> subprocess.CompletedProcess:
+    """`sh-jupyter submit` as the user (the sbatch wrapper's own path), JSON output."""
+    argv = [SH, *(["--config", config] if config else []), "submit", "--json", *args]
+    return as_user(user, argv, timeout=timeout)
+
+
+def supervisor_of(user: str, session_id: str) -> int | None:
+    """The pid of the session's supervisor (the batch script exec-ed into `sh-jupyter run`)."""
+    uid = pwd.getpwnam(user).pw_uid
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if b"run" in argv and any(a.endswith(b"sh-jupyter") for a in argv) \
+                and cwd.endswith(session_id):
+            return int(pid)
+    return None

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import bed  # noqa: E402
+import bed
 
 _REAL = ("podman", "slurm", "e2e")
 
@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def testbed() -> None:
-    """Fail (not skip) every real test when the bed is incomplete, saying exactly what is missing."""
+    """Fail (never skip) every real test when the bed is incomplete, naming what is missing."""
     if os.geteuid() != 0:
         pytest.fail("integration tests orchestrate test users and must run as root")
     problems = bed.missing()

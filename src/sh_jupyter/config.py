@@ -77,7 +77,11 @@ def _name(v: str) -> str | None:
 
 
 def _base_url(v: str) -> str | None:
-    return None if v.startswith("/") and v.endswith("/") else "must start and end with '/'"
+    if not (v.startswith("/") and v.endswith("/")):
+        return "must start and end with '/'"
+    rest = v.replace("{host}", "").replace("{port}", "")
+    return "only {host} and {port} may be used as placeholders" if "{" in rest or "}" in rest \
+        else None
 
 
 _OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
@@ -124,11 +128,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "image": {
         "name": Key("str", "localhost/sh-jupyter/jupyterlab:latest",
                     "JupyterLab image; must already be in the shared store (never pulled)"),
-        "store": Key("str", "/var/lib/sh-jupyter/images", "the shared read-only image store "
-                     "listed in storage.conf additionalimagestores", _abs_path),
+        "store": Key("str", "/var/lib/sh-jupyter/images", "the shared read-only image store, "
+                     "passed to Podman as an additional image store", _abs_path),
         "command": Key("list[str]", ["jupyter", "lab"], "start command; sh-jupyter appends "
                        "the server options (--port, --ServerApp.*) to it", _nonempty),
-        "base_url": Key("str", "/", "JupyterLab base URL (portals behind a proxy set this)",
+        "base_url": Key("str", "/", "JupyterLab base URL; {host} and {port} are filled in (OOD's "
+                        "node proxy: /node/{host}/{port}/)",
                         _base_url),
         "root_dir": Key("str", "/", "JupyterLab root directory: '/' so the file browser "
                         "reaches every mount", _abs_path),
@@ -354,7 +359,7 @@ def load(cli_path: str | None = None, environ: dict[str, str] | None = None) -> 
 
     A file named explicitly (flag or environment) must exist: a typo there is bad input.
     """
-    path = config_path(cli_path, environ)
+    path = os.path.abspath(config_path(cli_path, environ))
     explicit = bool(cli_path or (environ if environ is not None else os.environ).get(ENV_VAR))
     try:
         with open(path, encoding="utf-8") as fh:

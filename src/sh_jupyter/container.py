@@ -129,8 +129,10 @@ def stop_and_remove(client: PodmanClient, name: str, stop_timeout: int) -> None:
         container = client.containers.get(name)
     except NotFound:
         return
-    with contextlib.suppress(APIError):
-        container.stop(timeout=stop_timeout)
+    container.reload()
+    if container.status == "running":  # stopping an exited one answers 304, no JSON
+        with contextlib.suppress(APIError):
+            container.stop(timeout=stop_timeout)
     with contextlib.suppress(NotFound):
         container.remove(force=True, v=True)
     if client.containers.exists(name):

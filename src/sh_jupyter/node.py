@@ -70,7 +70,8 @@ class Node:
         self.ctx = ctx
         self.storage = global_args(
             expand_path(cfg["podman.graphroot"], ctx) if cfg["podman.graphroot"] else "",
-            expand_path(cfg["podman.runroot"], ctx) if cfg["podman.runroot"] else "")
+            expand_path(cfg["podman.runroot"], ctx) if cfg["podman.runroot"] else "",
+            cfg["image.store"])
 
     def as_user(self, argv: list[str], timeout: float = STEP_TIMEOUT,
                 ) -> subprocess.CompletedProcess:

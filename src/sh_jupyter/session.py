@@ -107,6 +107,11 @@ def connection_yaml(host: str, port: int, password: str) -> str:
     return f"host: {quote(host)}\nport: {int(port)}\npassword: {quote(password)}\n"
 
 
+def resolve_base_url(template: str, host: str, port: int) -> str:
+    """The base URL with {host} and {port} filled in (portals proxy /node/HOST/PORT/)."""
+    return template.replace("{host}", host).replace("{port}", str(int(port)))
+
+
 def lab_url(host: str, port: int, base_url: str, token: str | None = None) -> str:
     """The URL a browser opens; with a token it logs in automatically."""
     url = f"http://{host}:{port}{base_url}lab"

@@ -20,6 +20,7 @@ LABEL_JOB = "sh-jupyter.job-id"
 LABEL_USER = "sh-jupyter.user"
 LABEL_VERSION = "sh-jupyter.version"
 PERSIST_TARGET = "/mnt/jupyter_host"
+TMPFS = (("/root", "0700"), ("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777"))
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SessionFacts:
     cpus: int = 0
     memory_gib: int = 0
     apply_limits: bool = False
+    base_url: str = "/"
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -51,7 +53,7 @@ def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMou
                       m.create, m.required, m.ephemeral) for m in mounts]
 
 
-def jupyter_command(cfg: Config, port: int) -> list[str]:
+def jupyter_command(cfg: Config, port: int, base_url: str = "/") -> list[str]:
     """JupyterLab's command line; it carries no secret (the token travels in the environment)."""
     root, preferred = cfg["image.root_dir"], cfg["image.preferred_dir"]
     host_net = cfg["podman.network"] == "host"
@@ -60,7 +62,7 @@ def jupyter_command(cfg: Config, port: int) -> list[str]:
         f"--ip={cfg['network.bind_address']}" if host_net else "--ip=0.0.0.0",
         f"--port={port}",
         "--ServerApp.port_retries=0",
-        f"--ServerApp.base_url={cfg['image.base_url']}",
+        f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root}",
     ]
     rel = posixpath.relpath(preferred, root)
@@ -124,16 +126,18 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
     kwargs: dict = {
         "image": cfg["image.name"],
         "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
-        "command": jupyter_command(cfg, port),
+        "command": jupyter_command(cfg, port, facts.base_url),
         "environment": environment(cfg, facts, secret, job_env,
                                    [m for m in mounts if m.source in present]),
         "labels": labels(facts),
         "mounts": [{"type": "bind", "source": m.source, "target": m.target,
                     "read_only": m.read_only}
                    for m in mounts if m.source in present]
-        + [{"type": "tmpfs", "source": "tmpfs", "target": "/root", "mode": "0700"}],
+        # Read-only root (needed for images in the shared store): writable tmpfs where
+        # JupyterLab and runc write. The API does not add --read-only-tmpfs mounts itself.
+        + [{"type": "tmpfs", "source": "tmpfs", "target": t, "mode": mode}
+           for t, mode in TMPFS],
         "read_only": True,
-        "read_write_tmpfs": True,
         "working_dir": "/root",
         # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.
         "cap_drop": ["ALL"],

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .card import card
-from .config import Config
+from .config import DEFAULT_PATH, ENV_VAR, Config
 from .durations import format_walltime
 from .errors import SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
@@ -54,6 +54,9 @@ def sbatch_options(cfg: Config, req: SessionRequest, session_dir: str) -> list[s
         opts.append(f"--partition={req.partition}")
     if req.gpus:
         opts.append(f"--gres=gpu:{req.gpus}")
+    if cfg.path not in (DEFAULT_PATH, "<defaults>"):
+        # The job's supervisor must read the same config the request was checked against.
+        opts.append(f"--export=ALL,{ENV_VAR}={cfg.path}")
     return opts
 
 
@@ -69,8 +72,7 @@ def submit(cfg: Config, req: SessionRequest, scheduler: Scheduler, user: str, ho
                   json.dumps({**req.to_dict(), "config": cfg.path}, indent=2) + "\n")
     status = Status(session_id=session_id, phase="Queued", created_at=now_iso(),
                     cpus=req.cpus, memory_gib=req.memory_gib, walltime=req.walltime,
-                    connection_timeout=cfg["session.connection_timeout"],
-                    base_url=cfg["image.base_url"])
+                    connection_timeout=cfg["session.connection_timeout"])
     write_private(os.path.join(session_dir, STATUS_FILE), status.to_json())
     try:
         job_id = scheduler.submit(sbatch_options(cfg, req, session_dir),

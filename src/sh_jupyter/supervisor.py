@@ -35,6 +35,7 @@ from .session import (
     lab_url,
     new_secret,
     now_iso,
+    resolve_base_url,
     running_message,
 )
 from .spec import HostMount, SessionFacts, create_kwargs, host_mounts
@@ -92,6 +93,9 @@ class Supervisor:
         self.mounts: list[HostMount] = []
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
 
+    def _base(self, port: int) -> str:
+        return resolve_base_url(self.cfg["image.base_url"], self.host, port)
+
     # -- status file -------------------------------------------------------------------
     def _save(self, status: Status) -> None:
         self.status = status
@@ -106,7 +110,7 @@ class Supervisor:
         return Status(
             session_id=self.req.session_id, job_id=self.req.job_id, phase="Starting",
             created_at=prev.created_at or now_iso(), started_at=now_iso(), host=self.host,
-            container=self.name, base_url=self.cfg["image.base_url"], cpus=self.req.cpus,
+            container=self.name, cpus=self.req.cpus,
             memory_gib=self.req.memory_gib, walltime=self.req.walltime or prev.walltime,
             connection_timeout=self.cfg["session.connection_timeout"],
         )
@@ -129,6 +133,19 @@ class Supervisor:
         say(f"session {self.req.session_id} starting on {self.host} "
             f"(job {self.req.job_id}, container {self.name})")
         try:
+            code = self._session()
+        finally:
+            removed = self._teardown()
+        if not removed:
+            self._save(self.status.fail(f"container {self.name} could not be removed"))
+            code = EXIT_SESSION_FAILED
+        if self.timed_out and self.req.on_timeout:
+            say("cancelling the job: JupyterLab did not become available in time")
+            self.req.on_timeout(self.status.reason)
+        return code
+
+    def _session(self) -> int:
+        try:
             self._start()
             return self._supervise()
         except SessionFailure as failure:
@@ -139,11 +156,6 @@ class Supervisor:
             self._save(self.status.fail(reason))
             self.timed_out = "connection timeout" in reason
             return EXIT_SESSION_FAILED
-        finally:
-            self._teardown()
-            if self.timed_out and self.req.on_timeout:
-                say("cancelling the job: JupyterLab did not become available in time")
-                self.req.on_timeout(self.status.reason)
 
     def _start(self) -> None:
         cfg, req = self.cfg, self.req
@@ -152,6 +164,7 @@ class Supervisor:
         storage = global_args(
             expand_path(cfg["podman.graphroot"], self.ctx) if cfg["podman.graphroot"] else "",
             expand_path(cfg["podman.runroot"], self.ctx) if cfg["podman.runroot"] else "",
+            cfg["image.store"],
         )
         self.service = PodmanService(os.path.join(socket_dir, f"{req.session_id[:8]}.sock"),
                                      env, storage, cfg["podman.api_timeout"])
@@ -165,8 +178,8 @@ class Supervisor:
                                  "publish it)")
         ctr.remove_leftover(self.client, self.name, req.session_id, req.user)
         container, port = self._launch(secret, present)
-        self._save(replace(self.status, port=port))
-        url = lab_url(self.host, port, cfg["image.base_url"])
+        self._save(replace(self.status, port=port, base_url=self._base(port)))
+        url = lab_url(self.host, port, self._base(port))
         say(f"container started on port {port}; waiting for JupyterLab at {url}")
         self._connect(container, port, secret)
 
@@ -201,7 +214,8 @@ class Supervisor:
             if not ports.is_free(bind, port):
                 tried.append(port)
                 continue
-            facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits)
+            facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
+                                 self._base(port))
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts, present)
             self.start_clock = time.monotonic()
             try:
@@ -218,16 +232,16 @@ class Supervisor:
         deadline = self.start_clock + cfg["session.connection_timeout"]
         try:
             ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 cfg["image.base_url"], secret, deadline, self.wake)
+                                 self._base(port), secret, deadline, self.wake)
         except ctr.PortInUse:
             with contextlib.suppress(Exception):  # best effort: it is being replaced
                 container.remove(force=True)
             say(f"JupyterLab could not bind port {port}; trying another")
             container, port = self._launch(secret, {m.source for m in self.mounts
                                                     if os.path.isdir(m.source)})
-            self._save(replace(self.status, port=port))
+            self._save(replace(self.status, port=port, base_url=self._base(port)))
             ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 cfg["image.base_url"], secret, deadline, self.wake)
+                                 self._base(port), secret, deadline, self.wake)
         self.container_id = container.id
         write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
                       connection_yaml(self.host, port, secret))
@@ -236,7 +250,7 @@ class Supervisor:
         self._save(self.status.advance("Running", ready_at=now_iso(), port=port,
                                        message=message))
         say(f"{message}; ready in {took:.1f} s")
-        say(f"connect: {lab_url(self.host, port, cfg['image.base_url'])} "
+        say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
 
     def _on_exit(self, code: int | None) -> None:
@@ -252,7 +266,7 @@ class Supervisor:
         interval = self.cfg["session.health_interval"]
         failures = 0
         while not self.wake.wait(interval):
-            if readiness.api_answers(host, self.status.port, self.cfg["image.base_url"]):
+            if readiness.api_answers(host, self.status.port, self.status.base_url):
                 failures = 0
                 continue
             failures += 1
@@ -272,19 +286,25 @@ class Supervisor:
         why = "killed (out of memory?)" if code == 137 else f"exited with status {code}"
         raise SessionFailure(f"JupyterLab {why}: {logs or '(no output)'}")
 
-    def _teardown(self) -> None:
-        """Remove the container and the session's ephemeral dirs; stop our service."""
+    def _teardown(self) -> bool:
+        """Remove the container and the session's ephemeral dirs; stop our service.
+
+        Returns False when the container could not be removed (the epilog is the backstop).
+        """
+        removed = True
         if self.client is not None:
             try:
                 ctr.stop_and_remove(self.client, self.name, self.cfg["session.stop_timeout"])
                 say(f"container {self.name} removed")
             except Exception as exc:  # noqa: BLE001 - report, keep tearing down
                 say(f"could not remove container {self.name}: {exc}")
+                removed = False
         for m in self.mounts:
             if m.ephemeral and os.path.lexists(m.source):
                 self._remove_tree(m.source)
         if self.service is not None:
             self.service.stop()
+        return removed
 
     def _remove_tree(self, path: str) -> None:
         """Delete a session scratch dir; files owned by sub-ids need `podman unshare`."""

@@ -13,8 +13,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 
-import bed
 import pytest
+
+import bed
 
 USER = bed.USERS[0]
 PORTS = (31000, 31999)

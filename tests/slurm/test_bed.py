@@ -29,8 +29,8 @@ def test_sbatch_as_test_user_runs_with_prolog_and_epilog_as_root(testbed):
     with open(f"{out_dir}/{job_id}.out", encoding="utf-8") as fh:
         text = fh.read()
     assert user in text and "ran-on-" in text
-    lines = bed.wait_for(lambda: (lambda ls: ls if len(ls) >= 2 else None)(_hook_lines(job_id)),
-                         30, "prolog and epilog lines for the job")
+    bed.wait_for(lambda: len(_hook_lines(job_id)) >= 2, 30, "prolog and epilog lines")
+    lines = _hook_lines(job_id)
     assert any(" prolog " in f" {line}" and f"user={user}" in line and "euid=0" in line
                for line in lines), lines
     assert any(" epilog " in f" {line}" and "euid=0" in line for line in lines), lines

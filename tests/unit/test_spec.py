@@ -8,6 +8,8 @@ import pytest
 
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
+from sh_jupyter.errors import UsageError
+from sh_jupyter.session import resolve_base_url
 from sh_jupyter.spec import (
     LABEL_JOB,
     LABEL_SESSION,
@@ -92,7 +94,8 @@ def test_command_has_no_token_or_password_options() -> None:
 def test_hardening() -> None:
     kw = build()
     assert kw["read_only"] is True
-    assert kw["read_write_tmpfs"] is True
+    tmpfs = {m["target"]: m["mode"] for m in kw["mounts"] if m["type"] == "tmpfs"}
+    assert tmpfs == {"/root": "0700", "/run": "0755", "/tmp": "1777", "/var/tmp": "1777"}
     assert kw["cap_drop"] == ["ALL"]
     assert kw["cap_add"] == []
     assert kw["no_new_privileges"] is True
@@ -101,7 +104,8 @@ def test_hardening() -> None:
     assert kw["working_dir"] == "/root"
     assert kw["environment"]["HOME"] == "/root"
     tmpfs = [m for m in kw["mounts"] if m["type"] == "tmpfs"]
-    assert tmpfs == [{"type": "tmpfs", "source": "tmpfs", "target": "/root", "mode": "0700"}]
+    assert tmpfs[0] == {"type": "tmpfs", "source": "tmpfs", "target": "/root", "mode": "0700"}
+    assert all(m["source"] == "tmpfs" for m in tmpfs)
 
 
 def test_stop_settings() -> None:
@@ -170,10 +174,20 @@ def test_command() -> None:
 
 def test_command_uses_configured_start_command_and_base_url() -> None:
     cfg = config.parse('[image]\ncommand = ["/opt/venv/bin/jupyter-lab", "--debug"]\n'
-                       'base_url = "/node/n1/20001/"\n')
-    cmd = jupyter_command(cfg, 20001)
+                       'base_url = "/node/{host}/{port}/"\n')
+    base = resolve_base_url(cfg["image.base_url"], "n1", 20001)
+    assert base == "/node/n1/20001/"
+    cmd = jupyter_command(cfg, 20001, base)
     assert cmd[:2] == ["/opt/venv/bin/jupyter-lab", "--debug"]
     assert flag(cmd, "ServerApp.base_url") == ["/node/n1/20001/"]
+    facts = SessionFacts(ctx=CTX, port=PORT, base_url="/node/n1/20001/")
+    assert flag(build(cfg, facts=facts)["command"], "ServerApp.base_url") == ["/node/n1/20001/"]
+
+
+@pytest.mark.parametrize("bad", ["/node/{user}/", "/x/{port", "node/{host}/"])
+def test_base_url_allows_only_host_and_port_placeholders(bad: str) -> None:
+    with pytest.raises(UsageError, match="image.base_url"):
+        config.parse(f'[image]\nbase_url = "{bad}"\n')
 
 
 @pytest.mark.parametrize(
@@ -250,11 +264,11 @@ def test_all_present_mounts_are_bound() -> None:
 def test_only_present_mounts_are_bound() -> None:
     kw = build(present={"/safe_outputs", PERSIST_SOURCE})
     targets = [m["target"] for m in kw["mounts"]]
-    assert targets == ["/safe_outputs", "/mnt/jupyter_host", "/root"]
+    assert targets == ["/safe_outputs", "/mnt/jupyter_host", "/root", "/run", "/tmp", "/var/tmp"]
 
 
 def test_no_present_mounts_leaves_only_tmpfs() -> None:
-    assert [m["type"] for m in build(present=set())["mounts"]] == ["tmpfs"]
+    assert [m["type"] for m in build(present=set())["mounts"]] == ["tmpfs"] * 4
 
 
 def test_read_only_is_honoured() -> None:

@@ -186,7 +186,7 @@ def test_command_uses_configured_start_command_and_base_url() -> None:
 
 @pytest.mark.parametrize("bad", ["/node/{user}/", "/x/{port", "node/{host}/"])
 def test_base_url_allows_only_host_and_port_placeholders(bad: str) -> None:
-    with pytest.raises(UsageError, match="image.base_url"):
+    with pytest.raises(UsageError, match=r"image\.base_url"):
         config.parse(f'[image]\nbase_url = "{bad}"\n')
 
 

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="your sessions, like My Interactive Sessions")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
 
+    doc = sub.add_parser("doctor", help="check this node (and you on it) for what a session "
+                         "needs; exit 0 ok, 1 warning, 2 error")
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+
     cfg = sub.add_parser("config", help="check the site config or print its reference")
     cfg.add_argument("--reference", action="store_true", help="print the key reference")
     return parser
@@ -93,6 +97,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     print(f"{cfg.path}: valid")
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import Doctor, render, worst
+
+    findings = Doctor(args.config).run()
+    print(render(findings, args.json))
+    return worst(findings)
 
 
 def _slurm_int(environ: dict[str, str], name: str) -> int:
@@ -142,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from .commands import COMMANDS
 
-    handlers = {"run": _cmd_run, "config": _cmd_config, **COMMANDS}
+    handlers = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor, **COMMANDS}
     args = build_parser().parse_args(argv)
     try:
         return handlers[args.command](args)

@@ -1,0 +1,262 @@
+"""`sh-jupyter doctor`: checks a node, or the current user on it, for what a session needs.
+
+Each finding says what is wrong and how to fix it. Exit status follows the monitoring
+(Nagios) convention, 0 ok, 1 warning, 2 error, so a probe can run it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from . import config as config_mod
+from .errors import UsageError
+from .podman_service import global_args
+from .templates import TemplateContext, expand_path
+
+OK, WARN, ERROR = "ok", "warn", "error"
+_RANK = {OK: 0, WARN: 1, ERROR: 2}
+NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "ceph", "glusterfs",
+              "fuse.sshfs", "afs"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str
+    message: str
+    fix: str = ""
+
+
+def _run(argv: list[str], timeout: float = 20, env: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess | None:
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, env=env)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout} s")
+
+
+def fs_type(path: str, mounts_text: str) -> str:
+    """The filesystem type holding path, from /proc/mounts text (longest mount point wins)."""
+    best, kind = "", ""
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def subid_range(name: str, uid: int, text: str) -> int:
+    """How many subordinate ids /etc/subuid (or subgid) text grants this user."""
+    total = 0
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (name, str(uid)) and parts[2].isdigit():
+            total += int(parts[2])
+    return total
+
+
+class Doctor:
+    def __init__(self, cfg_path: str | None) -> None:
+        self.cfg_path = cfg_path
+        self.cfg: config_mod.Config | None = None
+        self.me = pwd.getpwuid(os.getuid())
+        self.findings: list[Finding] = []
+
+    def add(self, check: str, status: str, message: str, fix: str = "") -> None:
+        self.findings.append(Finding(check, status, message, fix))
+
+    def run(self) -> list[Finding]:
+        checks: list[Callable[[], None]] = [self.config, self.podman, self.runtime,
+                                            self.tun, self.slirp]
+        if self.me.pw_uid != 0:
+            checks += [self.subids, self.runtime_dir, self.storage]
+        checks += [self.image, self.slurm]
+        for check in checks:
+            check()
+        return self.findings
+
+    # -- checks --------------------------------------------------------------------------
+    def config(self) -> None:
+        try:
+            self.cfg = config_mod.load(self.cfg_path)
+        except UsageError as exc:
+            self.add("config", ERROR, str(exc), "fix the named key (sh-jupyter config "
+                     "--reference lists every key)")
+            self.cfg = config_mod.default()
+            return
+        self.add("config", OK, f"{self.cfg.path} is valid")
+
+    def podman(self) -> None:
+        out = _run(["podman", "--version"])
+        if out is None:
+            self.add("podman", ERROR, "podman is not installed", "install podman (>= 4.3)")
+            return
+        match = re.search(r"(\d+)\.(\d+)", out.stdout)
+        version = tuple(int(x) for x in match.groups()) if match else (0, 0)
+        status = OK if version >= (4, 3) else ERROR
+        self.add("podman", status, out.stdout.strip(),
+                 "" if status == OK else "install podman 4.3 or newer")
+
+    def runtime(self) -> None:
+        conf = _read("/etc/containers/containers.conf")
+        m = re.search(r'^\s*runtime\s*=\s*"([^"]+)"', conf, re.M)
+        runtime = m.group(1) if m else "crun"
+        path = shutil.which(runtime)
+        hybrid = os.path.isdir("/sys/fs/cgroup/unified") and not os.path.exists(
+            "/sys/fs/cgroup/cgroup.controllers")
+        if not path:
+            self.add("oci-runtime", ERROR, f"OCI runtime {runtime} is not installed",
+                     f"install {runtime}, or set runtime in /etc/containers/containers.conf")
+        elif runtime == "crun" and hybrid:
+            self.add("oci-runtime", ERROR, "crun refuses cgroups in hybrid mode",
+                     'set runtime = "runc" in /etc/containers/containers.conf [engine]')
+        else:
+            self.add("oci-runtime", OK, f"{runtime} at {path}")
+
+    def tun(self) -> None:
+        if not os.path.exists("/dev/net/tun"):
+            self.add("dev-net-tun", ERROR, "/dev/net/tun does not exist",
+                     "modprobe tun (slirp4netns needs it)")
+        elif (os.stat("/dev/net/tun").st_mode & 0o666) != 0o666:
+            self.add("dev-net-tun", ERROR, "/dev/net/tun is not readable and writable by all "
+                     f"(mode {os.stat('/dev/net/tun').st_mode & 0o777:o})",
+                     "chmod 0666 /dev/net/tun (persist with a udev rule)")
+        else:
+            self.add("dev-net-tun", OK, "/dev/net/tun is usable")
+
+    def slirp(self) -> None:
+        missing = [t for t in ("slirp4netns", "newuidmap", "newgidmap", "conmon")
+                   if not shutil.which(t, path="/usr/bin:/usr/sbin:/usr/libexec/podman:/bin")]
+        if missing:
+            self.add("rootless-tools", ERROR, f"missing {', '.join(missing)}",
+                     "install slirp4netns, uidmap (shadow-utils on RHEL) and conmon")
+        else:
+            self.add("rootless-tools", OK, "slirp4netns, newuidmap, newgidmap, conmon present")
+
+    def subids(self) -> None:
+        name, uid = self.me.pw_name, self.me.pw_uid
+        for kind in ("subuid", "subgid"):
+            count = subid_range(name, uid, _read(f"/etc/{kind}"))
+            if count < 65536:
+                self.add(kind, ERROR, f"{name} has {count} subordinate ids in /etc/{kind}",
+                         f"usermod --add-{kind}s START-END {name} (65536 ids)")
+            else:
+                self.add(kind, OK, f"{name} has {count} subordinate ids")
+
+    def runtime_dir(self) -> None:
+        path = f"/run/user/{self.me.pw_uid}"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.add("runtime-dir", ERROR, f"{path} does not exist",
+                     "the Slurm prolog creates it for jobs; for a login shell: mkdir -m 0700 "
+                     f"{path} && chown {self.me.pw_name} {path} (as root)")
+            return
+        if st.st_uid != self.me.pw_uid or st.st_mode & 0o077:
+            self.add("runtime-dir", ERROR, f"{path} is not owned by {self.me.pw_name} with "
+                     "mode 0700", f"chown {self.me.pw_name} {path}; chmod 0700 {path}")
+        else:
+            self.add("runtime-dir", OK, f"{path} is private to {self.me.pw_name}")
+
+    def storage(self) -> None:
+        cfg = self.cfg or config_mod.default()
+        ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
+        graphroot = (expand_path(cfg["podman.graphroot"], ctx) if cfg["podman.graphroot"]
+                     else os.path.join(self.me.pw_dir, ".local/share/containers/storage"))
+        kind = fs_type(graphroot, _read("/proc/mounts"))
+        if kind in NETWORK_FS or kind.startswith("fuse."):
+            self.add("storage", ERROR, f"container storage {graphroot} is on {kind}",
+                     'set podman.graphroot to node-local disk, e.g. "/var/tmp/sh-jupyter-'
+                     '{user}/storage"')
+        else:
+            self.add("storage", OK, f"container storage {graphroot} is on {kind or 'local disk'}")
+
+    def image(self) -> None:
+        cfg = self.cfg or config_mod.default()
+        name, store = cfg["image.name"], cfg["image.store"]
+        if not os.path.isdir(os.path.join(store, "overlay-images")):
+            self.add("image", ERROR, f"the shared image store {store} holds no images",
+                     "build and publish the image: /usr/share/sh-jupyter/image/build "
+                     f"--store {store}")
+            return
+        if self.me.pw_uid == 0:
+            argv = ["podman", "--root", store, "image", "exists", name]
+            env = None
+        else:
+            argv = ["podman", *global_args("", "", store), "image", "exists", name]
+            env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
+        out = _run(argv, timeout=60, env=env)
+        if out is not None and out.returncode == 0:
+            self.add("image", OK, f"{name} is in {store}")
+        else:
+            detail = out.stderr.strip() if out is not None and out.stderr.strip() else ""
+            self.add("image", ERROR, f"{name} is not in the shared store {store}"
+                     + (f" ({detail})" if detail else ""),
+                     f"publish it: /usr/share/sh-jupyter/image/build --store {store} "
+                     f"--tag {name}")
+
+    def slurm(self) -> None:
+        out = _run(["scontrol", "show", "config"])
+        if out is None or out.returncode != 0:
+            why = "scontrol is not installed" if out is None else out.stderr.strip()
+            self.add("slurm", ERROR, f"Slurm is not reachable: {why}",
+                     "install the Slurm client and make slurm.conf readable (SLURM_CONF)")
+            return
+        conf = dict(re.findall(r"^(\w+)\s+=\s+(.*)$", out.stdout, re.M))
+        self.add("slurm", OK, f"slurmctld answers (Slurm {conf.get('SLURM_VERSION', '?')})")
+        for key, script in (("Prolog", "prolog"), ("Epilog", "epilog")):
+            value = conf.get(key, "")
+            if "sh-jupyter" not in value:
+                self.add(key.lower(), ERROR, f"{key} is {value or '(none)'}: containers "
+                         "would outlive scancel", f"{key}=/usr/libexec/sh-jupyter/{script} "
+                         "in slurm.conf")
+            else:
+                self.add(key.lower(), OK, f"{key}={value}")
+        if "Alloc" not in conf.get("PrologFlags", ""):
+            self.add("prologflags", WARN, "PrologFlags lacks Alloc: the prolog runs only when "
+                     "the first step starts", "PrologFlags=Alloc in slurm.conf")
+        batch = (self.cfg or config_mod.default())["session.batch_script"]
+        if not os.access(batch, os.X_OK):
+            self.add("batch-script", ERROR, f"{batch} is missing or not executable",
+                     "install the sh-jupyter package (it ships the batch script)")
+        else:
+            self.add("batch-script", OK, f"{batch} is executable")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def worst(findings: list[Finding]) -> int:
+    return max((_RANK[f.status] for f in findings), default=0)
+
+
+def render(findings: list[Finding], as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"status": worst(findings),
+                           "findings": [asdict(f) for f in findings]}, indent=2)
+    marks = {OK: "ok   ", WARN: "WARN ", ERROR: "ERROR"}
+    lines = []
+    for f in findings:
+        lines.append(f"{marks[f.status]} {f.check:15} {f.message}")
+        if f.fix and f.status != OK:
+            lines.append(f"      {'':15} fix: {f.fix}")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Pure parts of `doctor`: where a path's filesystem is, and how many sub-ids a user has."""
+
+from __future__ import annotations
+
+from sh_jupyter.doctor import ERROR, OK, WARN, Finding, fs_type, render, subid_range, worst
+
+MOUNTS = """\
+/dev/vda / ext4 rw 0 0
+nfs1:/home /home nfs4 rw 0 0
+/dev/vdb /home/local xfs rw 0 0
+tmpfs /run tmpfs rw 0 0
+"""
+
+
+def test_fs_type_picks_the_longest_mount_point():
+    assert fs_type("/home/alice/.local/share/containers/storage", MOUNTS) == "nfs4"
+    assert fs_type("/home/local/alice", MOUNTS) == "xfs"
+    assert fs_type("/home", MOUNTS) == "nfs4"
+    assert fs_type("/homework", MOUNTS) == "ext4"
+    assert fs_type("/run/user/1000", MOUNTS) == "tmpfs"
+
+
+def test_subid_range_counts_name_and_uid_entries():
+    text = "alice:100000:65536\nbob:165536:65536\n1000:300000:1000\nbad line\n"
+    assert subid_range("alice", 1000, text) == 66536
+    assert subid_range("bob", 1001, text) == 65536
+    assert subid_range("carol", 1002, text) == 0
+
+
+def test_worst_and_render():
+    findings = [Finding("a", OK, "fine"), Finding("b", WARN, "meh", "do x"),
+                Finding("c", ERROR, "broken", "do y")]
+    assert worst(findings) == 2 and worst(findings[:2]) == 1 and worst([]) == 0
+    text = render(findings, as_json=False)
+    assert "ERROR c" in text and "fix: do y" in text and "fix: do x" in text
+    assert "fix" not in text.splitlines()[0]

@@ -1,0 +1,18 @@
+"""The README stays true: its configuration reference is the schema's."""
+
+from __future__ import annotations
+
+import os
+
+from sh_jupyter.config import reference_markdown
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_readme_config_reference_matches_the_schema():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    start = text.index("<!-- config-reference:start -->") + len("<!-- config-reference:start -->")
+    end = text.index("<!-- config-reference:end -->")
+    assert text[start:end].strip() == reference_markdown().strip(), \
+        "README is stale: paste `sh-jupyter config --reference` between the markers"

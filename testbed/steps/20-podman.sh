@@ -10,8 +10,13 @@
 #   * default_ulimits at or below the current hard limits: without CAP_SYS_RESOURCE Podman's own
 #     default (nofile 1048576) fails with "setrlimit RLIMIT_NOFILE: Operation not permitted".
 #   * storage driver "overlay": without it rootless Podman falls back to the slow vfs driver.
-#   * additionalimagestores: every user's rootless Podman sees the site's shared, read-only image
-#     store, so nobody pulls or loads the 370 MB JupyterLab image per user per node.
+#   * additionalimagestores: root's Podman sees the site's shared, read-only image store.
+#     CAUTION: rootless Podman 4.3 ignores [storage.options] of this file (it keeps only the driver
+#     and ignore_chown_errors), so users see the store only through a storage.conf of their own:
+#     CONTAINERS_STORAGE_CONF=FILE (the sh-jupyter supervisor writes one, with a node-local
+#     graphroot) or ~/.config/containers/storage.conf, containing
+#       additionalimagestores = ["/var/lib/sh-jupyter/images"]
+#     (or STORAGE_OPTS=overlay.imagestore=/var/lib/sh-jupyter/images). Verified on 4.3.1.
 #   * /dev/net/tun mode 0666: slirp4netns (rootless networking) opens it as the user.
 #
 # Environment overrides (all optional):
@@ -97,8 +102,7 @@ ${network_lines}
 EOF
 
 # storage.conf is not merged with the distribution's copy: this is the whole file. Root keeps the
-# standard paths; rootless users get their own graphroot (~/.local/share/containers/storage unless
-# the library passes another) and read the shared store through additionalimagestores.
+# standard paths. Rootless users take only the driver from it (see the CAUTION above).
 write_if_changed "$STORAGE_CONF" 0644 <<EOF
 # Managed by sh-jupyter testbed/steps/20-podman.sh: edits are overwritten.
 [storage]
@@ -115,8 +119,8 @@ mountopt = "nodev"
 EOF
 
 # --- the shared image store must exist and be readable ----------------------------------------
-# A missing or unreadable additional store breaks every rootless podman command, even before
-# the first image is published. The image build script fills it and re-applies a+rX.
+# A missing or unreadable additional store is silently treated as empty ("image not known" at
+# run time), so create it world-readable now; the image build script fills it and re-applies a+rX.
 install -d -m 0755 "$(dirname "$IMAGE_STORE")" "$IMAGE_STORE"
 for sub in overlay overlay-images overlay-layers; do
     install -d -m 0755 "$IMAGE_STORE/$sub"

@@ -17,6 +17,7 @@ from podman import PodmanClient
 
 from . import ports, readiness
 from .errors import SessionFailure
+from .progress import say
 from .spec import LABEL_SESSION, LABEL_USER
 
 IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
@@ -111,16 +112,29 @@ def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,
 
     def run() -> None:
         code: int | None = None
-        try:
-            with client_factory() as client:
-                code = client.containers.get(container_id).wait(condition=["exited", "stopped"])
-        except Exception:  # noqa: BLE001 - the service or container vanished: report unknown
-            code = None
+        for _attempt in range(5):
+            try:
+                with client_factory() as client:
+                    container = client.containers.get(container_id)
+                    code = container.wait(condition=["exited", "stopped"])
+                    break
+            except Exception as exc:  # noqa: BLE001 - decide below from the container's state
+                say(f"waiting on the container failed ({exc}); checking its state")
+                if not _still_running(client_factory, container_id):
+                    break
         on_exit(code)
 
     thread = threading.Thread(target=run, name="container-wait", daemon=True)
     thread.start()
     return thread
+
+
+def _still_running(client_factory: Callable[[], PodmanClient], container_id: str) -> bool:
+    try:
+        with client_factory() as client:
+            return client.containers.get(container_id).status == "running"
+    except Exception:  # noqa: BLE001 - no answer means we cannot follow it any more
+        return False
 
 
 def stop_and_remove(client: PodmanClient, name: str, stop_timeout: int) -> None:

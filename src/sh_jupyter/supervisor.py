@@ -281,8 +281,10 @@ class Supervisor:
             say("JupyterLab was shut down (File > Shut Down or idle timeout); ending the session")
             self._save(self.status.advance("Completed", ended_at=now_iso()))
             return 0
-        logs = ctr.last_log_lines(self.client.containers.get(self.container_id)) \
-            if code is not None else ""
+        if code is None:
+            raise SessionFailure("the container can no longer be followed (its Podman service "
+                                 "or its image went away; was the image store rewritten?)")
+        logs = ctr.last_log_lines(self.client.containers.get(self.container_id))
         why = "killed (out of memory?)" if code == 137 else f"exited with status {code}"
         raise SessionFailure(f"JupyterLab {why}: {logs or '(no output)'}")
 

@@ -337,7 +337,9 @@ wait_for 30 "the smoke job's Epilog to finish" node_settled \
     || die "node $NODE stays 'completing' after the smoke job: is the Epilog hanging? (see $SLURMD_LOG)"
 state="$(node_state)"
 case "$state" in
-    idle | mixed | allocated) ;;
+    # '+' marks a node with a further flag (e.g. planned by backfill) while other jobs, such
+    # as a running demo session, hold it: still healthy.
+    idle | mixed | allocated | idle+ | mixed+ | allocated+) ;;
     *) die "node $NODE is '$state' after the smoke job (reason: '$(node_reason)'); a failing Epilog drains it" ;;
 esac
 log "slurm $SLURM_VERSION: node $NODE $state, srun as $smoke_user ok"

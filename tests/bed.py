@@ -199,14 +199,15 @@ class Session:
 
 
 def start_session(user: str, config_path: str, *extra: str,
-                  env: dict[str, str] | None = None) -> Session:
+                  env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> Session:
     pw = pwd.getpwnam(user)
     session_id = str(uuid.uuid4())
     session_dir = os.path.join(pw.pw_dir, "shj-test-sessions", session_id)
     log_dir = shared_tempdir()
     log_path = os.path.join(log_dir, "output.log")
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its whole life
-    proc = popen_as_user(user, [SH, "--config", config_path, "run", "--local", "--session-dir",
+    proc = popen_as_user(user, [*wrapper, SH, "--config", config_path, "run", "--local",
+                                "--session-dir",
                                 session_dir, "--session-id", session_id, *extra],
                          env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()

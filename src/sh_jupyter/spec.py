@@ -45,6 +45,9 @@ class SessionFacts:
     memory_gib: int = 0
     apply_limits: bool = False
     base_url: str = "/"
+    # (name, soft, hard) of the job's own limits: containers.conf defaults above a job's hard
+    # limit (Slurm propagates the submit host's) would make the container fail to start.
+    ulimits: tuple[tuple[str, int, int], ...] = ()
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -148,6 +151,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         "stop_signal": 15,  # podman-py needs an int here
         "stop_timeout": cfg["session.stop_timeout"],
         "devices": list(cfg["podman.devices"]),
+        "ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in facts.ulimits],
     }
     if cfg["podman.network"] == "host":
         kwargs["network_mode"] = "host"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -72,6 +73,17 @@ def _cgroup_limits_possible() -> bool:
     directory = f"/sys/fs/cgroup{path}"
     controllers = read_text(os.path.join(directory, "cgroup.controllers")) or ""
     return os.access(directory, os.W_OK) and "memory" in controllers.split()
+
+
+def _job_ulimits() -> tuple[tuple[str, int, int], ...]:
+    """The job's own open-files limit, handed to the container as it is.
+
+    (nproc is left to Podman: runc cannot set it rootless, "error setting rlimit type 6".)
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return ()
+    return (("nofile", hard if soft == resource.RLIM_INFINITY else soft, hard),)
 
 
 class Supervisor:
@@ -215,7 +227,7 @@ class Supervisor:
                 tried.append(port)
                 continue
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
-                                 self._base(port))
+                                 self._base(port), _job_ulimits())
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts, present)
             self.start_clock = time.monotonic()
             try:

@@ -42,8 +42,10 @@ def session(testbed):
     """A running session; always torn down, and proven gone, at the end."""
     started = []
 
-    def start(cfg: str | None = None, env: dict[str, str] | None = None) -> bed.Session:
-        s = bed.start_session(USER, bed.write_config(cfg or config_text()), env=env)
+    def start(cfg: str | None = None, env: dict[str, str] | None = None,
+              wrapper: tuple[str, ...] = ()) -> bed.Session:
+        s = bed.start_session(USER, bed.write_config(cfg or config_text()), env=env,
+                              wrapper=wrapper)
         started.append(s)
         return s
 
@@ -221,6 +223,15 @@ def test_pip_install_persists_and_kernel_sees_the_proxy(session):
     out = kernel_exec(s2, int(conn["port"]), conn["password"],
                       "import shjprobe; print(shjprobe.MARKER, shjprobe.__file__)")
     assert marker in out and "/mnt/jupyter_host/.local/" in out
+
+
+def test_session_starts_under_a_low_open_files_limit(session):
+    """Slurm propagates the submit host's limits; containers.conf's default_ulimits (20000
+    here) above the job's hard limit must not stop the container."""
+    s = session(wrapper=("prlimit", "--nofile=4096:4096", "--"))
+    s.wait_ready()
+    out = bed.podman(USER, "exec", s.container(), "sh", "-c", "ulimit -Hn")
+    assert out.stdout.strip() == "4096", out.stdout + out.stderr
 
 
 def test_shutdown_from_jupyterlab_ends_the_supervisor_cleanly(session):

@@ -394,3 +394,9 @@ def test_limits_only_for_known_values() -> None:
     memory_only = SessionFacts(ctx=CTX, port=PORT, cpus=0, memory_gib=16, apply_limits=True)
     kw = build(facts=memory_only)
     assert (kw["mem_limit"], "cpu_quota" in kw, "cpu_period" in kw) == ("16g", False, False)
+
+
+def test_job_ulimits_are_passed_through() -> None:
+    facts = SessionFacts(ctx=CTX, port=PORT, ulimits=(("nofile", 1024, 4096),))
+    assert build(facts=facts)["ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 4096}]
+    assert build()["ulimits"] == []

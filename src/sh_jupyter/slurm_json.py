@@ -27,8 +27,9 @@ class JobInfo:
 
     @property
     def finished(self) -> bool:
-        return self.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
-                                  "SUSPENDED", "REQUEUED", "RESIZING")
+        """True once the batch script is gone (COMPLETING: only the epilog is still running)."""
+        return self.state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED",
+                                  "REQUEUED", "RESIZING")
 
 
 def _num(value: Any) -> int | None:

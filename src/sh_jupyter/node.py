@@ -99,6 +99,19 @@ class Node:
         if out.returncode != 0:
             self.log(f"podman unshare failed: {out.stderr.strip()}")
 
+    def prepare_dirs(self) -> None:
+        """Create the session's create-if-missing mount sources as the user (root may not
+        write into a root-squashed NFS home), before the job can race another user for them."""
+        for mount in self.cfg.mounts:
+            if not mount.create:
+                continue
+            path = expand_path(mount.source, self.ctx)
+            if os.path.isdir(path):
+                continue
+            out = self.as_user(["mkdir", "-p", "-m", "0700", "--", path])
+            self.log(f"created {path}" if out.returncode == 0
+                     else f"could not create {path}: {out.stderr.strip()}")
+
     # -- epilog (and prolog, for a requeued job) -----------------------------------------
     def job_containers(self) -> list[str]:
         out = self.podman("ps", "-a", "-q", "--filter", f"label={LABEL_JOB}={self.job.job_id}")
@@ -153,6 +166,7 @@ def prolog(job: Job, cfg: config_mod.Config, log) -> int:
     node = Node(job, cfg, log)
     node.ensure_runtime_dir()
     node.ensure_pause_process()
+    node.prepare_dirs()
     if node.job_containers():  # a requeued job's leftovers would collide with its name
         node.remove_containers()
     return 0

@@ -136,10 +136,24 @@ def test_sigkilled_supervisor_is_cleaned_by_the_epilog(cfg, cleanup):
     sub, _ = start(U1, cfg, cleanup)
     pid = bed.supervisor_of(U1, sub["session_id"])
     assert pid, "supervisor process not found"
+    scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sub['session_id']}"
+    assert os.path.isdir(scratch)
     _gone_after(U1, sub, lambda: os.kill(pid, signal.SIGKILL), 60)
     card = _card(U1, sub["session_id"], cfg)
     assert card["status"] == "Completed" and card["failed"], card
+    # The epilog also removed the scratch and ended the session's orphaned API service.
+    bed.wait_for(lambda: not os.path.exists(scratch), 30, "scratch removal")
+    marker = f"/sh-jupyter/{sub['session_id'][:8]}.sock".encode()
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and marker in _cmdline(p)]
     _next_session_starts(U1, cfg, cleanup)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 def test_walltime_expiry_ends_the_session(cfg, cleanup):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from . import config as config_mod
 from .errors import UsageError
-from .podman_service import global_args
+from .podman_args import global_args
 from .templates import TemplateContext, expand_path
 
 OK, WARN, ERROR = "ok", "warn", "error"

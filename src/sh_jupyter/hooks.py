@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         return 2
     which, env = argv[0], os.environ
     head = f"{which} job={env.get('SLURM_JOB_ID', '?')} user={env.get('SLURM_JOB_USER', '?')}"
-    from .node import our_job  # cheap: stdlib, psutil and the config module only
+    from .jobmatch import our_job  # cheap: stdlib only
 
     job = our_job(env)
     _log(f"{head} uid={env.get('SLURM_JOB_UID', '?')} euid={os.geteuid()} "

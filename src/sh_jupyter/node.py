@@ -8,54 +8,21 @@ verify: an over-broad epilog elsewhere killed the same user's other jobs; ours n
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 
 import psutil
 
 from . import config as config_mod
-from .podman_service import global_args
-from .session import is_session_id
+from .jobmatch import Job
+from .podman_args import global_args
 from .spec import LABEL_JOB
 from .templates import TemplateContext, expand_path
 
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 STEP_TIMEOUT = 30
-
-
-@dataclass(frozen=True)
-class Job:
-    job_id: str
-    user: str
-    uid: int
-    gid: int
-    home: str
-    session_id: str
-
-
-def our_job(env: Mapping[str, str]) -> Job | None:
-    """Recognise a session job without asking slurmctld: its working directory is a session
-    directory (named by a UUID) and its output goes to that directory's output.log."""
-    work = env.get("SLURM_JOB_WORK_DIR", "")
-    session_id = os.path.basename(work.rstrip("/"))
-    if not is_session_id(session_id):
-        return None
-    stdout = env.get("SLURM_JOB_STDOUT", "")
-    if stdout and stdout != os.path.join(work, "output.log"):
-        return None
-    try:
-        pw = pwd.getpwnam(env["SLURM_JOB_USER"])
-        uid = int(env.get("SLURM_JOB_UID", pw.pw_uid))
-    except (KeyError, ValueError):
-        return None
-    if uid != pw.pw_uid or uid == 0:
-        return None
-    return Job(env.get("SLURM_JOB_ID", ""), pw.pw_name, uid, pw.pw_gid, pw.pw_dir, session_id)
 
 
 class Node:

@@ -42,18 +42,6 @@ def podman_env(uid: int, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
-    """podman global options: storage on node-local disk when the site asks, and the shared
-    image store. Rootless Podman ignores `additionalimagestores` in /etc/containers/storage.conf
-    (containers/storage#1591), so the store is passed explicitly on every invocation."""
-    args = ["--storage-opt", f"additionalimagestore={image_store}"] if image_store else []
-    if graphroot:
-        args += ["--root", graphroot]
-    if runroot:
-        args += ["--runroot", runroot]
-    return args
-
-
 class PodmanService:
     """One `podman system service` for this session, on its own socket."""
 

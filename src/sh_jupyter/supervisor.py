@@ -25,7 +25,8 @@ from . import ports, readiness
 from .config import Config
 from .errors import EXIT_SESSION_FAILED, SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
-from .podman_service import PodmanService, global_args, podman_env
+from .podman_args import global_args
+from .podman_service import PodmanService, podman_env
 from .progress import say
 from .session import (
     CONNECTION_FILE,

@@ -10,7 +10,8 @@ need_pkgs \
     podman uidmap slirp4netns runc conmon catatonit debootstrap \
     munge slurmctld slurmd slurm-client \
     curl ca-certificates iproute2 procps \
-    python3 python3-venv python3-pip
+    python3 python3-venv python3-pip \
+    rpm cpio
 
 # Upstream version of an installed package: drop the epoch ("1:") and the
 # Debian revision/suffixes ("+ds1-8+deb12u1", "-4+deb12u3").

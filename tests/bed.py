@@ -83,10 +83,15 @@ def containers_of(user: str, name_filter: str = "epcc-ces-jupyter") -> list[str]
     return [line for line in out.stdout.split() if line]
 
 
+TEMPDIRS: list[str] = []
+
+
 def shared_tempdir() -> str:
-    """A temp directory test users can read (pytest's tmp_path is root-only)."""
+    """A temp directory test users can read (pytest's tmp_path is root-only); removed at the
+    end of the test session (conftest)."""
     path = tempfile.mkdtemp(prefix="shj-test-", dir="/tmp")
     os.chmod(path, 0o755)
+    TEMPDIRS.append(path)
     return path
 
 

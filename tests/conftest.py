@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -34,8 +35,10 @@ def testbed() -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """In CI a skipped test is a failure: nothing real may be skipped (a missing component
+    """Remove the shared temp dirs; and in CI a skipped test is a failure: nothing real may be skipped (a missing component
     must fail loudly), and a run that executed no test at all must not look green."""
+    for path in bed.TEMPDIRS:
+        shutil.rmtree(path, ignore_errors=True)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or not os.environ.get("CI"):
         return

@@ -35,8 +35,8 @@ def testbed() -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Remove the shared temp dirs; and in CI a skipped test is a failure: nothing real may be skipped (a missing component
-    must fail loudly), and a run that executed no test at all must not look green."""
+    """Remove the shared temp dirs. In CI a skipped test is a failure: nothing real may be
+    skipped (a missing component must fail loudly), and an empty run must not look green."""
     for path in bed.TEMPDIRS:
         shutil.rmtree(path, ignore_errors=True)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

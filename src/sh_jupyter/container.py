@@ -107,8 +107,13 @@ def _fail_if_exited(container) -> None:
 
 
 def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,
-               on_exit: Callable[[int | None], None]) -> threading.Thread:
-    """Follow the container's state without polling: a blocking API wait in a thread."""
+               on_exit: Callable[[int | None], None],
+               recover: Callable[[], None] = lambda: None) -> threading.Thread:
+    """Follow the container's state without polling: a blocking API wait in a thread.
+
+    If the wait breaks (e.g. the API service was killed; conmon keeps the container alive),
+    `recover` gets a chance to restore the service before the state is checked again.
+    """
 
     def run() -> None:
         code: int | None = None
@@ -120,6 +125,7 @@ def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,
                     break
             except Exception as exc:  # noqa: BLE001 - decide below from the container's state
                 say(f"waiting on the container failed ({exc}); checking its state")
+                recover()
                 if not _still_running(client_factory, container_id):
                     break
         on_exit(code)

@@ -70,6 +70,9 @@ class PodmanService:
                 start_new_session=True, close_fds=True,
             )
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def client(self, timeout: float | None = None) -> PodmanClient:
         return PodmanClient(base_url=self.uri, timeout=timeout or self.api_timeout)
 

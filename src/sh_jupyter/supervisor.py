@@ -101,6 +101,7 @@ class Supervisor:
         self.exit_code: int | None = None
         self.exited = False
         self.timed_out = False
+        self.service_lock = threading.Lock()
         self.service: PodmanService | None = None
         self.client = None
         self.mounts: list[HostMount] = []
@@ -274,7 +275,7 @@ class Supervisor:
     def _supervise(self) -> int:
         """Sleep until the container exits or a signal comes; check health periodically."""
         ctr.watch_exit(lambda: self.service.client(timeout=None), self.container_id,
-                       self._on_exit)
+                       self._on_exit, self._revive_service)
         host = ports.probe_address(self.cfg["network.bind_address"])
         interval = self.cfg["session.health_interval"]
         failures = 0
@@ -308,18 +309,44 @@ class Supervisor:
         """
         removed = True
         if self.client is not None:
-            try:
-                ctr.stop_and_remove(self.client, self.name, self.cfg["session.stop_timeout"])
-                say(f"container {self.name} removed")
-            except Exception as exc:  # noqa: BLE001 - report, keep tearing down
-                say(f"could not remove container {self.name}: {exc}")
-                removed = False
+            removed = self._remove_container()
         for m in self.mounts:
             if m.ephemeral and os.path.lexists(m.source):
                 self._remove_tree(m.source)
         if self.service is not None:
             self.service.stop()
         return removed
+
+    def _revive_service(self) -> bool:
+        """Start our Podman API service again if it died; True when it answers."""
+        if self.service is None:
+            return False
+        with self.service_lock:  # the watcher thread and teardown may both get here
+            if self.service.alive():
+                return True
+            say("the Podman API service died; starting it again")
+            try:
+                self.service.start()
+                self.client = self.service.wait_ready()
+            except SessionFailure as exc:
+                say(f"could not restart the Podman API service: {exc}")
+                return False
+        return True
+
+    def _remove_container(self) -> bool:
+        """Stop and remove the container; if our API service died meanwhile, start it again
+        once (in local mode there is no epilog to fall back on)."""
+        for attempt in (1, 2):
+            try:
+                ctr.stop_and_remove(self.client, self.name, self.cfg["session.stop_timeout"])
+                say(f"container {self.name} removed")
+                return True
+            except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down
+                say(f"could not remove container {self.name}: {exc}")
+                if attempt == 2 or self.service is None or self.service.alive() \
+                        or not self._revive_service():
+                    return False
+        return False
 
     def _remove_tree(self, path: str) -> None:
         """Delete a session scratch dir; files owned by sub-ids need `podman unshare`."""

@@ -6,6 +6,7 @@ import http.cookiejar
 import json
 import os
 import pwd
+import signal
 import socket
 import time
 import urllib.error
@@ -232,6 +233,36 @@ def test_session_starts_under_a_low_open_files_limit(session):
     s.wait_ready()
     out = bed.podman(USER, "exec", s.container(), "sh", "-c", "ulimit -Hn")
     assert out.stdout.strip() == "4096", out.stdout + out.stderr
+
+
+def test_a_killed_api_service_is_restarted_and_the_session_goes_on(session):
+    s = session()
+    conn = s.wait_ready()
+    marker = f"/sh-jupyter/{s.session_id[:8]}.sock".encode()
+
+    def service_pids() -> list[int]:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    argv = fh.read()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if b"system\0service" in argv and marker in argv:
+                pids.append(int(pid))
+        return pids
+
+    first = service_pids()
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    bed.wait_for(lambda: service_pids() and service_pids() != first, 30, "a new API service")
+    assert "starting it again" in s.log() and s.proc.poll() is None
+    opener, _ = _opener()
+    url = f"http://127.0.0.1:{conn['port']}/lab?token={conn['password']}"
+    assert _status(opener, url) == 200
+    s.terminate()
+    assert s.wait_exit(15) == 0
+    assert s.container() not in bed.containers_of(USER)
 
 
 def test_shutdown_from_jupyterlab_ends_the_supervisor_cleanly(session):

@@ -1,7 +1,9 @@
 #!/bin/bash
-# Step 10: Debian packages the test bed needs, and the versions other steps and
-# the tests adapt to (Debian 12: Podman 4.3 / Slurm 22.05; Debian 13: Podman
-# 5.x / Slurm 24.11). Installs only what is missing and never upgrades.
+# Step 10: Debian packages the test bed needs (ruby renders the Open OnDemand
+# app's ERB files as OOD does; chromium is the browser that step 70's
+# playwright-core drives), and the versions other steps and the tests adapt to
+# (Debian 12: Podman 4.3 / Slurm 22.05; Debian 13: Podman 5.x / Slurm 24.11).
+# Installs only what is missing and never upgrades.
 set -euo pipefail
 # shellcheck source=testbed/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
@@ -11,7 +13,8 @@ need_pkgs \
     munge slurmctld slurmd slurm-client \
     curl ca-certificates iproute2 procps \
     python3 python3-venv python3-pip \
-    rpm cpio
+    rpm cpio \
+    ruby chromium
 
 # Upstream version of an installed package: drop the epoch ("1:") and the
 # Debian revision/suffixes ("+ds1-8+deb12u1", "-4+deb12u3").

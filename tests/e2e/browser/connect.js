@@ -1,0 +1,69 @@
+// A person at the Open OnDemand job card: open the card, click "Connect to JupyterLab", and
+// wait in the tab it opens until JupyterLab's shell and launcher are up.
+//
+//   node connect.js CARD_URL SCREENSHOT_PNG
+//
+// Prints one JSON line: where the tab landed, whether JupyterLab's shell (#main) and launcher
+// appeared, whether a login form was shown, and the WebSockets JupyterLab opened (and their
+// errors). Drives Debian's Chromium through
+// playwright-core (NODE_PATH=/opt/sh-jupyter/browser/node_modules, testbed/steps/70-browser.sh).
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--disable-quic',
+];
+
+async function main(cardUrl, screenshot) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shj-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1280, height: 800 },
+  });
+  try {
+    const card = await context.newPage();
+    await card.goto(cardUrl);
+    const button = card.getByRole('link', { name: 'Connect to JupyterLab' });
+    const [lab] = await Promise.all([context.waitForEvent('page'), button.click()]);
+    const sockets = [];
+    const socketErrors = [];
+    lab.on('websocket', (ws) => {
+      sockets.push(new URL(ws.url()).pathname);
+      ws.on('socketerror', (err) => socketErrors.push(`${new URL(ws.url()).pathname}: ${err}`));
+    });
+    await lab.waitForLoadState('domcontentloaded');
+    const landed = lab.url();
+    const out = {
+      landed, url: '', title: '', shell: false, launcher: false, loginForm: 0, sockets,
+      socketErrors,
+    };
+    try {
+      await lab.locator('#main').waitFor({ state: 'visible', timeout: 60000 });
+      out.shell = true;
+      await lab.locator('.jp-Launcher').first().waitFor({ state: 'visible', timeout: 60000 });
+      out.launcher = true;
+    } finally {
+      out.url = lab.url();
+      out.title = await lab.title();
+      out.loginForm = await lab.locator('input[type="password"], form[action*="login"]').count();
+      await lab.screenshot({ path: screenshot });
+    }
+    process.stdout.write(JSON.stringify(out) + '\n');
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+main(process.argv[2], process.argv[3]).catch((err) => {
+  process.stderr.write(`${err.stack || err}\n`);
+  process.exit(1);
+});

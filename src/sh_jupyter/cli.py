@@ -141,13 +141,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cpus = args.cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
     memory = args.memory or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
     on_timeout = None
+    walltime = 0
     if not args.local:
+        # The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives the
+        # job no SLURM_JOB_END_TIME); one squeue at start-up.
+        from .scheduler import get_scheduler
+        try:
+            job = get_scheduler().job(job_id)
+        except SessionFailure:
+            job = None
+        walltime = job.time_limit if job and job.time_limit else 0
+
         def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
-            from .scheduler import get_scheduler
             get_scheduler().cancel(job_id)
     req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
                      uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
-                     memory_gib=memory, job_env=env, on_timeout=on_timeout)
+                     memory_gib=memory, walltime=walltime, job_env=env, on_timeout=on_timeout)
     return Supervisor(cfg, req).run()
 
 

@@ -122,6 +122,8 @@ def test_file_list_has_everything(files: list[str], sitelib: str):
     expected += [f"{IMAGE}/{name}" for name in _repo_files("packaging/image")]
     expected += [f"{IMAGE}/{name}" for name in ("Containerfile", "build",
                                                 "jupyter_server_config.py")]
+    expected += [f"/usr/share/sh-jupyter/ondemand/jupyter_app/{name}"
+                 for name in _repo_files("packaging/ondemand/jupyter_app")]
     expected += [CONFIG, TMPFILES, LOG_DIR]
     missing = sorted(set(expected) - set(files))
     assert not missing, f"not in the RPM: {missing}"

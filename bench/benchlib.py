@@ -1,0 +1,386 @@
+"""Shared helpers of the benchmarks: acting as test users (through tests/bed.py), timing,
+cleanup, and Markdown tables.
+
+Benchmarks measure; they never assert. A variant that fails in a run is counted as not ok and
+left out of that variant's figures; the script still prints its table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import pwd
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+import bed  # noqa: E402
+
+# A port range of our own: the Podman tests use 31000-31999, the end-to-end tests 32000-32999.
+PORT_MIN, PORT_MAX = 33000, 33999
+CONFIG_TEXT = f"[network]\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n"
+SESSIONS = "shj-bench-sessions"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- statistics and tables ---------------------------------------------------------------------
+@dataclass
+class Series:
+    """The measurements of one variant (seconds unless said otherwise)."""
+
+    name: str
+    values: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    def fail(self, why: str) -> None:
+        self.failures.append(why)
+        say(f"  {self.name}: FAILED: {why}")
+
+    @property
+    def ok(self) -> str:
+        return f"{len(self.values)}/{len(self.values) + len(self.failures)}"
+
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+def fmt(value: float | None, unit: str = "s", digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} {unit}".rstrip()
+
+
+def ratio(value: float | None, floor: float | None) -> str:
+    return "n/a" if value is None or not floor else f"{value / floor:.2f}x"
+
+
+def series_rows(series: Sequence[Series], floor: Series | None,
+                targets: dict[str, str] | None = None) -> list[list[str]]:
+    """Rows: variant, ok, median, min, max, ratio of medians to the floor, target."""
+    rows = []
+    base = floor.median() if floor else None
+    for s in series:
+        values = s.values
+        rows.append([s.name, s.ok, fmt(s.median()), fmt(min(values) if values else None),
+                     fmt(max(values) if values else None), ratio(s.median(), base),
+                     (targets or {}).get(s.name, "")])
+    return rows
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+SERIES_HEADERS = ("variant", "ok", "median", "min", "max", "ratio to floor", "target")
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def say(line: str) -> None:
+    """Progress goes to stderr; stdout carries only the Markdown result."""
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+    sys.stderr.flush()
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
+        else "?"
+
+
+def machine_note() -> str:
+    """Where and when: enough to tell a quiet run from a noisy one."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    commit = _cmd(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+    dirty = _cmd(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"])
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, host `{socket.gethostname()}`, "
+            f"{os.cpu_count()} CPUs, kernel {platform.release()}, {_cmd(['podman', '--version'])}"
+            f", commit {commit}{' (dirty)' if dirty not in ('', '?') else ''}, "
+            f"load average {load}")
+
+
+def write_result(name: str, text: str) -> str:
+    """Print the Markdown and keep it as bench/results/<name>.md."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.md")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return path
+
+
+def rotated(variants: Sequence, run: int) -> list:
+    """The variants in a different order each run, so none always goes first."""
+    k = run % len(variants)
+    return [*variants[k:], *variants[:k]]
+
+
+# -- /proc ------------------------------------------------------------------------------------
+def status_kb(pid: int, key: str) -> int | None:
+    """A `kB` field of /proc/PID/status (None once the process is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                kids += [int(p) for p in fh.read().split()]
+    return kids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def podman_service_of(supervisor: int) -> int | None:
+    """The session's own `podman system service` (a child of the supervisor)."""
+    for kid in children(supervisor):
+        if "system service" in cmdline(kid):
+            return kid
+    return None
+
+
+# -- ports, config, users ---------------------------------------------------------------------
+def free_port() -> int:
+    """A random free port of our range (the floor variants publish one like the launcher)."""
+    from sh_jupyter import ports
+
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(PORT_MIN, PORT_MAX)
+        if ports.is_free("0.0.0.0", port):
+            return port
+    raise RuntimeError(f"no free port in {PORT_MIN}-{PORT_MAX}")
+
+
+def shared_dir() -> str:
+    """A directory test users can read, removed at the end (see Cleanup)."""
+    path = tempfile.mkdtemp(prefix="shj-bench-", dir="/tmp")
+    os.chmod(path, 0o755)
+    CLEANUP.paths.append(path)
+    return path
+
+
+def write_config(text: str = CONFIG_TEXT) -> str:
+    path = os.path.join(shared_dir(), "config.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def home_of(user: str) -> str:
+    return pwd.getpwnam(user).pw_dir
+
+
+# -- cleanup ----------------------------------------------------------------------------------
+class Cleanup:
+    """Everything a benchmark started, so that nothing outlives it, even on failure or ^C."""
+
+    def __init__(self) -> None:
+        self.sessions: list[bed.Session] = []
+        self.containers: list[tuple[str, str]] = []  # (user, name)
+        self.jobs: list[str] = []
+        self.paths: list[str] = []
+
+    def run(self) -> None:
+        for s in self.sessions:
+            with contextlib.suppress(Exception):
+                end_session(s)
+        for user, name in self.containers:
+            bed.podman(user, "rm", "-f", "-t", "0", name, timeout=120)
+        if self.jobs:
+            subprocess.run(["scancel", *self.jobs], capture_output=True, check=False)
+            for job in self.jobs:
+                with contextlib.suppress(AssertionError):
+                    wait_job_end(job, 120)
+        for path in self.paths:
+            shutil.rmtree(path, ignore_errors=True)
+        self.__init__()
+
+
+CLEANUP = Cleanup()
+
+
+def main_wrapper(body: Callable[[], int]) -> int:
+    """Run a benchmark as root; clean up on every way out (SIGTERM becomes KeyboardInterrupt)."""
+    if os.geteuid() != 0:
+        sys.stderr.write("benchmarks act as the test users and must run as root\n")
+        return 2
+    problems = bed.missing()
+    if problems:
+        sys.stderr.write("test bed incomplete:\n  - " + "\n  - ".join(problems) + "\n")
+        return 2
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return body()
+    finally:
+        say("cleaning up")
+        CLEANUP.run()
+
+
+# -- sessions (sh-jupyter run --local) --------------------------------------------------------
+@dataclass
+class LocalRun:
+    seconds: float | None
+    session: bed.Session
+    error: str = ""
+
+
+def launch_local(user: str, config: str, timeout: float = 180) -> LocalRun:
+    """(c): from Popen of `sh-jupyter run --local` until connection.yml exists (5 ms polls)."""
+    t0 = time.monotonic()
+    session = start_session(user, config)
+    conn = os.path.join(session.session_dir, "connection.yml")
+    while True:
+        if os.path.exists(conn):
+            return LocalRun(time.monotonic() - t0, session)
+        if session.proc.poll() is not None:
+            return LocalRun(None, session, f"supervisor exited ({session.proc.returncode}): "
+                            f"{tail(session.log())}")
+        if time.monotonic() - t0 > timeout:
+            return LocalRun(None, session, f"not ready after {timeout:.0f} s")
+        time.sleep(0.005)
+
+
+def start_session(user: str, config: str) -> bed.Session:
+    """bed.start_session, but with the session under ~/shj-bench-sessions and a log we own."""
+    import uuid
+
+    session_id = str(uuid.uuid4())
+    session_dir = os.path.join(home_of(user), SESSIONS, session_id)
+    log_path = os.path.join(shared_dir(), "output.log")
+    with open(log_path, "wb") as log:
+        proc = bed.popen_as_user(user, [bed.SH, "--config", config, "run", "--local",
+                                        "--session-dir", session_dir, "--session-id",
+                                        session_id], stdout=log, stderr=subprocess.STDOUT)
+    session = bed.Session(user, session_id, session_dir, proc, log_path)
+    CLEANUP.sessions.append(session)
+    CLEANUP.paths.append(session_dir)
+    return session
+
+
+def tail(text: str, lines: int = 3) -> str:
+    return " / ".join(text.strip().splitlines()[-lines:])
+
+
+def end_session(session: bed.Session, timeout: float = 60) -> tuple[int | None, int | None]:
+    """SIGTERM the supervisor itself (not runuser), follow its teardown, wait for its exit.
+
+    Returns (VmHWM in kB last seen before it exited, the supervisor's exit status). /proc is
+    read every 5 ms during teardown, so the peak includes the teardown's own work.
+    """
+    if session in CLEANUP.sessions:
+        CLEANUP.sessions.remove(session)
+    if session.proc.poll() is not None:
+        return None, session.proc.returncode
+    try:
+        pid = session.supervisor_pid()
+    except (FileNotFoundError, IndexError, ValueError):
+        session.proc.wait(timeout)
+        return None, session.proc.returncode
+    hwm = status_kb(pid, "VmHWM")
+    os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        now = status_kb(pid, "VmHWM")
+        if now is None:
+            break
+        hwm = max(hwm or 0, now)
+        time.sleep(0.005)
+    try:
+        code = session.proc.wait(max(1.0, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        session.proc.kill()
+        code = None
+    shutil.rmtree(session.session_dir, ignore_errors=True)
+    return hwm, code
+
+
+# -- Slurm --------------------------------------------------------------------------------------
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+          "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT")
+
+
+def wait_job_end(job: str, timeout: float) -> str:
+    """Wait until the job (and its epilog: COMPLETING) is over; its final state."""
+    state = bed.wait_for(lambda: (s := bed.job_state(job)) not in ACTIVE and s, timeout,
+                         f"job {job} to end", interval=0.2)
+    return str(state)
+
+
+def container_gone(user: str, name: str) -> bool:
+    return name not in bed.containers_of(user, name)
+
+
+class LineReader:
+    """Collect a pipe's output in a thread (so the reader can poll other things meanwhile)."""
+
+    def __init__(self, stream) -> None:
+        self.chunks: list[str] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self.lock:
+                self.chunks.append(line)
+
+    def text(self) -> str:
+        with self.lock:
+            return "".join(self.chunks)
+
+
+SESSION_DIR_RE = re.compile(r'"session_dir":\s*"([^"]+)"')

@@ -1,0 +1,310 @@
+#!/opt/sh-jupyter/venv/bin/python
+"""Launcher benchmark (issue "launcher"): time from launch to connection-ready, as shjuser1.
+
+Variants, interleaved in every run (the order rotates from run to run):
+  (a) floor: a bare `podman run -d` of the same container the launcher creates (same image,
+      mounts, read-only root with tmpfs, published port, JUPYTER_TOKEN, jupyter command line),
+      from Popen until `GET /api` answers 200, polled every 10 ms;
+  (b) Open OnDemand style: the same container, ready at the first TCP connect (probed every
+      0.5 s, as OOD's `wait_until_port_used`) plus `sleep 2` (a typical after.sh);
+  (c) `sh-jupyter run --local`, from Popen until connection.yml exists (polled every 5 ms).
+Then the supervisor's peak RSS (VmHWM, followed through teardown) and its CPU time over an idle
+stretch of a running session.
+
+Run as root: `/opt/sh-jupyter/venv/bin/python bench/launch.py [--runs N] [--idle-seconds S]`.
+Measurements only: targets are reported next to the figures, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import resource
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+import uuid
+
+import benchlib as bl
+from benchlib import Series, bed, say
+
+USER = bed.USERS[0]
+FLOOR = "(a) floor: bare `podman run -d` until GET /api = 200"
+OOD = "(b) OOD-style: TCP probe every 0.5 s + sleep 2"
+LAUNCHER = "(c) `sh-jupyter run --local` until connection.yml"
+RSS_TARGET_MB = 60
+CPU_TARGET_S = 0.3
+RATIO_TARGET = 1.10
+
+
+# -- the container of (a) and (b): the launcher's own spec, as podman CLI options ------------
+def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[list[str], str]:
+    """`podman run -d` options for the container sh-jupyter would create, and its scratch dir.
+
+    Built from sh_jupyter.spec.create_kwargs so the floor runs the same container (minus the
+    session's labels' meaning): every field is translated; one the translation does not know
+    is reported, never silently dropped.
+    """
+    from sh_jupyter import config as config_mod
+    from sh_jupyter.spec import SessionFacts, create_kwargs, host_mounts
+    from sh_jupyter.templates import TemplateContext
+
+    cfg = config_mod.load(config)
+    pw = pwd.getpwnam(USER)
+    ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ulimits = () if hard == resource.RLIM_INFINITY else (("nofile", soft, hard),)
+    mounts = host_mounts(cfg.mounts, ctx)
+    scratch = ""
+    for m in mounts:
+        if m.create:
+            out = bed.as_user(USER, ["mkdir", "-p", "-m", "0700", "--", m.source])
+            if out.returncode != 0:
+                raise RuntimeError(f"mkdir {m.source}: {out.stderr.strip()}")
+        if m.ephemeral:
+            scratch = m.source
+    present = {m.source for m in mounts if os.path.isdir(m.source)}
+    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits)
+    kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
+    kw["name"] = name
+    argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
+    argv += ["--name", kw.pop("name"), "-w", kw.pop("working_dir")]
+    for key, value in kw.pop("environment").items():
+        # The token reaches podman through its environment, never its argv.
+        argv += ["-e", key] if key == "JUPYTER_TOKEN" else ["-e", f"{key}={value}"]
+    for key, value in kw.pop("labels").items():
+        argv += ["--label", f"bench.{key}={value}"]  # not mistaken for a session
+    for m in kw.pop("mounts"):
+        if m["type"] == "tmpfs":
+            argv += ["--tmpfs", f"{m['target']}:rw,mode={m['mode']}"]
+        else:
+            argv += ["--mount", f"type=bind,source={m['source']},target={m['target']}"
+                     + (",ro=true" if m["read_only"] else "")]
+    argv += [f"--cap-drop={c}" for c in kw.pop("cap_drop")]
+    argv += [f"--cap-add={c}" for c in kw.pop("cap_add")]
+    if kw.pop("no_new_privileges"):
+        argv += ["--security-opt", "no-new-privileges"]
+    argv += ["--pids-limit", str(kw.pop("pids_limit")), "--shm-size", kw.pop("shm_size"),
+             "--stop-signal", str(kw.pop("stop_signal")),
+             "--stop-timeout", str(kw.pop("stop_timeout"))]
+    argv += [f"--device={d}" for d in kw.pop("devices")]
+    argv += [f"--ulimit={u['Name']}={u['Soft']}:{u['Hard']}" for u in kw.pop("ulimits")]
+    argv += ["--network", kw.pop("network_mode")]
+    for spec, (addr, host_port) in kw.pop("ports", {}).items():
+        argv += ["-p", f"{addr}:{host_port}:{spec}"]
+    image, command = kw.pop("image"), kw.pop("command")
+    if kw:
+        say(f"WARNING: floor container ignores launcher options {sorted(kw)}")
+    return [*argv, image, *command], scratch
+
+
+class Floor:
+    """One bare container run as the user: started, probed, removed."""
+
+    def __init__(self, config: str) -> None:
+        self.name = f"shj-bench-{uuid.uuid4().hex[:12]}"
+        self.port = bl.free_port()
+        self.token = secrets.token_urlsafe(32)
+        opts, self.scratch = container_argv(config, self.name, self.port, str(uuid.uuid4()))
+        self.argv = ["runuser", "-u", USER, "--", "podman", "--storage-opt",
+                     f"additionalimagestore={bed.STORE}", "run", "-d", *opts]
+        self.env = bed.user_env(USER, {"JUPYTER_TOKEN": self.token})
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        bl.CLEANUP.containers.append((USER, self.name))
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd="/tmp",
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return t0
+
+    def failed(self) -> str:
+        if self.proc is not None and self.proc.poll() not in (None, 0):
+            return f"podman run exited {self.proc.returncode}: {self.proc.stderr.read()!r}"
+        return ""
+
+    def api_answers(self) -> bool:
+        from sh_jupyter.readiness import api_answers
+
+        return api_answers("127.0.0.1", self.port, "/", timeout=2.0)
+
+    def tcp_connects(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2.0):
+                return True
+        except OSError:
+            return False
+
+    def remove(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        bed.podman(USER, "rm", "-f", "-t", "0", self.name, timeout=120)
+        bl.CLEANUP.containers.remove((USER, self.name))
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def run_floor(config: str, series: Series, timeout: float = 180) -> None:
+    floor = Floor(config)
+    try:
+        t0 = floor.start()
+        while True:
+            if floor.api_answers():
+                series.add(time.monotonic() - t0)
+                return
+            if why := floor.failed():
+                series.fail(why)
+                return
+            if time.monotonic() - t0 > timeout:
+                series.fail(f"no answer after {timeout:.0f} s")
+                return
+            time.sleep(0.010)
+    finally:
+        floor.remove()
+
+
+def run_ood(config: str, series: Series, answered: list[bool], timeout: float = 180) -> None:
+    floor = Floor(config)
+    try:
+        t0 = floor.start()
+        while not floor.tcp_connects():
+            if why := floor.failed():
+                series.fail(why)
+                return
+            if time.monotonic() - t0 > timeout:
+                series.fail(f"port not open after {timeout:.0f} s")
+                return
+            time.sleep(0.5)
+        time.sleep(2)
+        series.add(time.monotonic() - t0)
+        answered.append(floor.api_answers())  # would Connect have worked at that moment?
+    finally:
+        floor.remove()
+
+
+def run_launcher(config: str, series: Series, hwm: list[int]) -> None:
+    run = bl.launch_local(USER, config)
+    if run.seconds is None:
+        series.fail(run.error)
+    else:
+        series.add(run.seconds)
+    peak, _code = bl.end_session(run.session)
+    if peak and run.seconds is not None:
+        hwm.append(peak)
+
+
+def idle_session(config: str, idle: float) -> dict:
+    """One session left idle: CPU of the supervisor (and its Podman service) over `idle` s,
+    then the peak RSS of both, followed through teardown."""
+    run = bl.launch_local(USER, config)
+    out: dict = {"error": run.error}
+    try:
+        if run.seconds is None:
+            return out
+        time.sleep(2)  # let the session settle after connection.yml appears
+        sup = run.session.supervisor_pid()
+        svc = bl.podman_service_of(sup)
+        c0, s0 = bl.cpu_seconds(sup), bl.cpu_seconds(svc) if svc else None
+        say(f"  idle session: sampling CPU over {idle:.0f} s")
+        time.sleep(idle)
+        c1, s1 = bl.cpu_seconds(sup), bl.cpu_seconds(svc) if svc else None
+        out["cpu"] = None if c0 is None or c1 is None else c1 - c0
+        out["svc_cpu"] = None if s0 is None or s1 is None else s1 - s0
+        out["svc_hwm"] = bl.status_kb(svc, "VmHWM") if svc else None
+    finally:
+        out["hwm"], _code = bl.end_session(run.session)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per variant")
+    parser.add_argument("--idle-seconds", type=float, default=60,
+                        help="idle stretch over which the supervisor's CPU is measured (0: skip)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unrecorded rounds first (page cache, pause process)")
+    args = parser.parse_args()
+    config = bl.write_config()
+    floor, ood, launcher = Series(FLOOR), Series(OOD), Series(LAUNCHER)
+    answered: list[bool] = []
+    hwm: list[int] = []
+    load0 = os.getloadavg()
+    steps = {FLOOR: lambda s: run_floor(config, s), OOD: lambda s: run_ood(config, s, answered),
+             LAUNCHER: lambda s: run_launcher(config, s, hwm)}
+    for i in range(args.warmup + args.runs):
+        warm = i < args.warmup
+        say(f"{'warm-up' if warm else 'run'} {i + 1 - (0 if warm else args.warmup)}")
+        for name in bl.rotated(list(steps), i):
+            target = Series(name) if warm else {FLOOR: floor, OOD: ood, LAUNCHER: launcher}[name]
+            steps[name](target)
+            if target.values:
+                say(f"  {name}: {target.values[-1]:.3f} s")
+        if warm:
+            answered.clear()
+            hwm.clear()
+    idle = idle_session(config, args.idle_seconds) if args.idle_seconds > 0 else {}
+    if idle.get("hwm"):
+        hwm.append(idle["hwm"])
+
+    lm, fm, om = launcher.median(), floor.median(), ood.median()
+    ratio_ok = None if lm is None or fm is None else lm <= RATIO_TARGET * fm
+    targets = {LAUNCHER: f"median <= {RATIO_TARGET:.2f}x floor: {bl.verdict(ratio_ok)}; "
+               f"ahead of (b) by {fmt_gap(om, lm)}"}
+    text = ["## Launcher: launch to connection-ready (as shjuser1)\n",
+            f"{bl.machine_note()}. {args.runs} runs, variants interleaved (order rotated), "
+            f"{args.warmup} warm-up round(s) not counted. Load average before: "
+            f"{load0[0]:.2f}.\n",
+            bl.table(bl.SERIES_HEADERS, bl.series_rows([floor, ood, launcher], floor, targets))]
+    if answered:
+        text.append(f"\n(b) declared ready while JupyterLab did not yet answer `GET /api` "
+                    f"(a portal's \"Proxy Error\"): {answered.count(False)}/{len(answered)}.\n")
+    text.append(resource_table(hwm, idle, args.idle_seconds))
+    failures = [f"- {s.name}: {why}" for s in (floor, ood, launcher) for why in s.failures]
+    if idle.get("error"):
+        failures.append(f"- idle session: {idle['error']}")
+    if failures:
+        text.append("\nFailures:\n" + "\n".join(failures) + "\n")
+    bl.write_result("launch", "\n".join(text))
+    return 0
+
+
+def fmt_gap(ood: float | None, launcher: float | None) -> str:
+    if ood is None or launcher is None:
+        return "n/a"
+    return f"{ood - launcher:+.2f} s ({bl.ratio(launcher, ood)} of (b))"
+
+
+def resource_table(hwm: list[int], idle: dict, idle_s: float) -> str:
+    rows = []
+    if hwm:
+        peak_mb = [k / 1024 for k in hwm]
+        rows.append(["supervisor peak RSS (VmHWM at session end)",
+                     f"median {statistics.median(peak_mb):.1f} MB, max {max(peak_mb):.1f} MB "
+                     f"({len(hwm)} sessions)",
+                     f"<= {RSS_TARGET_MB} MB: {bl.verdict(max(peak_mb) <= RSS_TARGET_MB)}"])
+    cpu = idle.get("cpu")
+    if cpu is not None:
+        per_min = cpu * 60 / idle_s
+        rows.append([f"supervisor CPU (utime+stime) over {idle_s:.0f} s idle",
+                     f"{cpu:.2f} s ({per_min:.2f} s per minute)",
+                     f"<= {CPU_TARGET_S} s per idle minute: {bl.verdict(per_min <= CPU_TARGET_S)}"])
+    if idle.get("svc_cpu") is not None:
+        rows.append([f"its `podman system service`: CPU over {idle_s:.0f} s idle",
+                     f"{idle['svc_cpu']:.2f} s", "informational"])
+    if idle.get("svc_hwm"):
+        rows.append(["its `podman system service`: peak RSS",
+                     f"{idle['svc_hwm'] / 1024:.1f} MB", "informational"])
+    if not rows:
+        return "\nNo resource figures (no session reached ready).\n"
+    return "\n### Supervisor resources\n\n" + bl.table(("measure", "value", "target"), rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(bl.main_wrapper(main))

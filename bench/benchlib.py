@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -62,7 +63,7 @@ class Series:
         return statistics.median(self.values) if self.values else None
 
 
-def fmt(value: float | None, unit: str = "s", digits: int = 2) -> str:
+def fmt(value: float | None, unit: str = "s", digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} {unit}".rstrip()
 
 
@@ -229,8 +230,12 @@ class Cleanup:
         self.containers: list[tuple[str, str]] = []  # (user, name)
         self.jobs: list[str] = []
         self.paths: list[str] = []
+        self.first: list[Callable[[], None]] = []  # e.g. learn the job id of a cut-off submit
 
     def run(self) -> None:
+        for step in self.first:
+            with contextlib.suppress(Exception):
+                step()
         for s in self.sessions:
             with contextlib.suppress(Exception):
                 end_session(s)
@@ -243,7 +248,10 @@ class Cleanup:
                     wait_job_end(job, 120)
         for path in self.paths:
             shutil.rmtree(path, ignore_errors=True)
-        self.__init__()
+        for user in bed.USERS:  # our sessions' parent, once empty
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(home_of(user), SESSIONS))
+        self.sessions, self.containers, self.jobs, self.paths, self.first = [], [], [], [], []
 
 
 CLEANUP = Cleanup()
@@ -265,6 +273,9 @@ def main_wrapper(body: Callable[[], int]) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         return body()
+    except KeyboardInterrupt:
+        say("interrupted: no result written")
+        return 130
     finally:
         say("cleaning up")
         CLEANUP.run()
@@ -275,40 +286,59 @@ def main_wrapper(body: Callable[[], int]) -> int:
 class LocalRun:
     seconds: float | None
     session: bed.Session
+    wall0: float  # time.time() just before the Popen, to place the log's timestamps
     error: str = ""
+
+    def phases(self) -> dict[str, float]:
+        """Seconds from the Popen to milestones of the supervisor's own log (ms stamps)."""
+        marks = {"first": "", "started": "container started on port",
+                 "running": "JupyterLab is running"}
+        out: dict[str, float] = {}
+        for line in self.session.log().splitlines():
+            stamp, _, message = line.partition(" sh-jupyter: ")
+            try:
+                when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                    tzinfo=timezone.utc).timestamp()
+            except ValueError:
+                continue
+            for key, text in marks.items():
+                if key not in out and text in message:
+                    out[key] = when - self.wall0
+        return out
 
 
 def launch_local(user: str, config: str, timeout: float = 180) -> LocalRun:
     """(c): from Popen of `sh-jupyter run --local` until connection.yml exists (5 ms polls)."""
-    t0 = time.monotonic()
-    session = start_session(user, config)
+    session, t0, wall0 = start_session(user, config)
     conn = os.path.join(session.session_dir, "connection.yml")
     while True:
         if os.path.exists(conn):
-            return LocalRun(time.monotonic() - t0, session)
+            return LocalRun(time.monotonic() - t0, session, wall0)
         if session.proc.poll() is not None:
-            return LocalRun(None, session, f"supervisor exited ({session.proc.returncode}): "
+            return LocalRun(None, session, wall0, f"supervisor exited ({session.proc.returncode}): "
                             f"{tail(session.log())}")
         if time.monotonic() - t0 > timeout:
-            return LocalRun(None, session, f"not ready after {timeout:.0f} s")
+            return LocalRun(None, session, wall0, f"not ready after {timeout:.0f} s")
         time.sleep(0.005)
 
 
-def start_session(user: str, config: str) -> bed.Session:
-    """bed.start_session, but with the session under ~/shj-bench-sessions and a log we own."""
+def start_session(user: str, config: str) -> tuple[bed.Session, float, float]:
+    """bed.start_session, but with the session under ~/shj-bench-sessions and a log we own;
+    also returns the monotonic and the wall-clock time just before the Popen."""
     import uuid
 
     session_id = str(uuid.uuid4())
     session_dir = os.path.join(home_of(user), SESSIONS, session_id)
     log_path = os.path.join(shared_dir(), "output.log")
     with open(log_path, "wb") as log:
+        t0, wall0 = time.monotonic(), time.time()
         proc = bed.popen_as_user(user, [bed.SH, "--config", config, "run", "--local",
                                         "--session-dir", session_dir, "--session-id",
                                         session_id], stdout=log, stderr=subprocess.STDOUT)
     session = bed.Session(user, session_id, session_dir, proc, log_path)
     CLEANUP.sessions.append(session)
     CLEANUP.paths.append(session_dir)
-    return session
+    return session, t0, wall0
 
 
 def tail(text: str, lines: int = 3) -> str:

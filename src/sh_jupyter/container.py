@@ -23,6 +23,10 @@ from .spec import LABEL_SESSION, LABEL_USER
 IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
 
 
+class ConnectionTimeout(SessionFailure):
+    """JupyterLab did not answer within the connection timeout (the job cancels itself)."""
+
+
 class PortInUse(Exception):
     """The chosen port was taken between the bind test and the container's bind."""
 
@@ -69,25 +73,21 @@ def create_and_start(client: PodmanClient, kwargs: dict):
 
 
 def wait_until_ready(container, bind_address: str, port: int, base_url: str, token: str,
-                     deadline: float, stop: threading.Event,
-                     interval: float = 0.02) -> None:
+                     deadline: float, wake: threading.Event, exited: Callable[[], bool],
+                     interval: float = 0.01) -> None:
     """Poll HTTP until JupyterLab answers; fail fast when the container exits.
 
-    The container's state is checked every few polls so a crash is noticed within a fraction
-    of a second, without making each poll an API round trip.
+    The exit is noticed through `exited` (set by the blocking API wait of `watch_exit`, which
+    also sets `wake`), so polling costs no Podman API calls while JupyterLab boots.
     """
     host = ports.probe_address(bind_address)
-    polls = 0
-    while True:
-        if readiness.api_answers(host, port, base_url, timeout=2.0):
-            break
-        polls += 1
-        if polls % 10 == 0 or time.monotonic() >= deadline:
-            _fail_if_exited(container)
+    while not readiness.api_answers(host, port, base_url, timeout=2.0):
+        if exited():
+            _fail_exited(container)
         if time.monotonic() >= deadline:
-            raise SessionFailure("JupyterLab did not answer within the connection timeout; "
-                                 f"last log lines: {last_log_lines(container) or '(none)'}")
-        if stop.wait(interval):
+            raise ConnectionTimeout("JupyterLab did not answer within the connection timeout; "
+                                    f"last log lines: {last_log_lines(container) or '(none)'}")
+        if wake.wait(interval) and not exited():
             raise SessionFailure("stopped by a signal while JupyterLab was starting")
     status = readiness.auth_status(host, port, base_url, token)
     if status != 200:
@@ -95,15 +95,15 @@ def wait_until_ready(container, bind_address: str, port: int, base_url: str, tok
                              "the image must honour JUPYTER_TOKEN")
 
 
-def _fail_if_exited(container) -> None:
-    container.reload()
-    if container.status in ("exited", "stopped"):
-        logs = last_log_lines(container)
-        if any(m in logs.lower() for m in IN_USE_MARKERS):
-            raise PortInUse(logs)
-        code = container.attrs.get("State", {}).get("ExitCode")
-        raise SessionFailure(f"JupyterLab exited during start-up (status {code}): "
-                             f"{logs or '(no output)'}")
+def _fail_exited(container) -> None:
+    with contextlib.suppress(Exception):  # the state only improves the message
+        container.reload()
+    logs = last_log_lines(container)
+    if any(m in logs.lower() for m in IN_USE_MARKERS):
+        raise PortInUse(logs)
+    code = container.attrs.get("State", {}).get("ExitCode")
+    raise SessionFailure(f"JupyterLab exited during start-up (status {code}): "
+                         f"{logs or '(no output)'}")
 
 
 def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,

@@ -16,8 +16,8 @@ import time
 import psutil
 
 from . import config as config_mod
+from . import podman_args
 from .jobmatch import Job
-from .podman_args import global_args
 from .spec import LABEL_JOB
 from .templates import TemplateContext, expand_path
 
@@ -35,10 +35,7 @@ class Node:
         self.runtime = f"/run/user/{job.uid}"
         ctx = TemplateContext(job.user, job.home, job.uid, job.session_id, job.job_id)
         self.ctx = ctx
-        self.storage = global_args(
-            expand_path(cfg["podman.graphroot"], ctx) if cfg["podman.graphroot"] else "",
-            expand_path(cfg["podman.runroot"], ctx) if cfg["podman.runroot"] else "",
-            cfg["image.store"])
+        self.storage = podman_args.for_user(cfg, ctx)
 
     def as_user(self, argv: list[str], timeout: float = STEP_TIMEOUT,
                 ) -> subprocess.CompletedProcess:

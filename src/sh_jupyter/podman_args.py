@@ -3,6 +3,13 @@ prolog/epilog, doctor). Kept free of heavy imports: the prolog runs for every jo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .templates import TemplateContext, expand_path
+
+if TYPE_CHECKING:
+    from .config import Config
+
 
 def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
     """podman global options: storage on node-local disk when the site asks, and the shared
@@ -14,3 +21,10 @@ def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
     if runroot:
         args += ["--runroot", runroot]
     return args
+
+
+def for_user(cfg: Config, ctx: TemplateContext) -> list[str]:
+    """The global options for this user's podman, from the site config."""
+    def path(key: str) -> str:
+        return expand_path(cfg[key], ctx) if cfg[key] else ""
+    return global_args(path("podman.graphroot"), path("podman.runroot"), cfg["image.store"])

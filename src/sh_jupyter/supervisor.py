@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import container as ctr
-from . import ports, readiness
+from . import podman_args, ports, readiness
 from .config import Config
 from .errors import EXIT_SESSION_FAILED, SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
-from .podman_args import global_args
 from .podman_service import PodmanService, podman_env
 from .progress import say
 from .session import (
@@ -105,6 +104,9 @@ class Supervisor:
         self.service: PodmanService | None = None
         self.client = None
         self.mounts: list[HostMount] = []
+        self.present: set[str] = set()
+        self.start_clock = 0.0  # when the container was started: the connection timeout's zero
+        self.container_id = ""
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
 
     def _base(self, port: int) -> str:
@@ -168,30 +170,26 @@ class Supervisor:
                 reason = f"cancelled ({self.stop_signal}) before JupyterLab was ready"
             say(f"session failed: {reason}")
             self._save(self.status.fail(reason))
-            self.timed_out = "connection timeout" in reason
+            self.timed_out = isinstance(failure, ctr.ConnectionTimeout)
             return EXIT_SESSION_FAILED
 
     def _start(self) -> None:
         cfg, req = self.cfg, self.req
         env = podman_env(req.uid, req.job_env)
         socket_dir = expand_path(cfg["podman.socket_dir"], self.ctx)
-        storage = global_args(
-            expand_path(cfg["podman.graphroot"], self.ctx) if cfg["podman.graphroot"] else "",
-            expand_path(cfg["podman.runroot"], self.ctx) if cfg["podman.runroot"] else "",
-            cfg["image.store"],
-        )
         self.service = PodmanService(os.path.join(socket_dir, f"{req.session_id[:8]}.sock"),
-                                     env, storage, cfg["podman.api_timeout"])
+                                     env, podman_args.for_user(cfg, self.ctx),
+                                     cfg["podman.api_timeout"])
         self.service.start()  # starts in the background while mounts are prepared
         secret = new_secret()
-        present = self._prepare_mounts()
+        self.present = self._prepare_mounts()
         self.client = self.service.wait_ready()
         if not self.client.images.exists(cfg["image.name"]):
             raise SessionFailure(f"image {cfg['image.name']} is not in the image store "
                                  f"{cfg['image.store']} (it is never pulled; the site must "
                                  "publish it)")
         ctr.remove_leftover(self.client, self.name, req.session_id, req.user)
-        container, port = self._launch(secret, present)
+        container, port = self._launch(secret)
         self._save(replace(self.status, port=port, base_url=self._base(port)))
         url = lab_url(self.host, port, self._base(port))
         say(f"container started on port {port}; waiting for JupyterLab at {url}")
@@ -216,7 +214,7 @@ class Supervisor:
                 say(f"skipping optional mount {m.target}: {m.source} does not exist")
         return present
 
-    def _launch(self, secret: str, present: set[str]):
+    def _launch(self, secret: str):
         cfg = self.cfg
         bind = cfg["network.bind_address"]
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
@@ -230,13 +228,17 @@ class Supervisor:
                 continue
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
                                  self._base(port), _job_ulimits())
-            kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts, present)
+            kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
+                                   self.present)
             self.start_clock = time.monotonic()
             try:
-                return ctr.create_and_start(self.client, kwargs), port
+                container = ctr.create_and_start(self.client, kwargs)
             except ctr.PortInUse:
                 tried.append(port)
                 say(f"port {port} was taken at start; trying another")
+                continue
+            self._watch(container.id)
+            return container, port
         raise SessionFailure(f"no free port: tried {tried} in "
                              f"{cfg['network.port_min']}-{cfg['network.port_max']}")
 
@@ -246,17 +248,17 @@ class Supervisor:
         deadline = self.start_clock + cfg["session.connection_timeout"]
         try:
             ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 self._base(port), secret, deadline, self.wake)
+                                 self._base(port), secret, deadline, self.wake,
+                                 lambda: self.exited)
         except ctr.PortInUse:
             with contextlib.suppress(Exception):  # best effort: it is being replaced
                 container.remove(force=True)
             say(f"JupyterLab could not bind port {port}; trying another")
-            container, port = self._launch(secret, {m.source for m in self.mounts
-                                                    if os.path.isdir(m.source)})
+            container, port = self._launch(secret)
             self._save(replace(self.status, port=port, base_url=self._base(port)))
             ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 self._base(port), secret, deadline, self.wake)
-        self.container_id = container.id
+                                 self._base(port), secret, deadline, self.wake,
+                                 lambda: self.exited)
         write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
                       connection_yaml(self.host, port, secret))
         took = time.monotonic() - self.start_clock
@@ -267,15 +269,25 @@ class Supervisor:
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
 
-    def _on_exit(self, code: int | None) -> None:
+    def _watch(self, container_id: str) -> None:
+        """Follow this container from its start: its exit wakes readiness and supervision."""
+        self.container_id = container_id
+        self.exited = False
+        self.exit_code = None
+        if not self.stop_signal:
+            self.wake.clear()  # a replaced container's exit must not wake us
+        ctr.watch_exit(lambda: self.service.client(timeout=None), container_id,
+                       lambda code: self._on_exit(container_id, code), self._revive_service)
+
+    def _on_exit(self, container_id: str, code: int | None) -> None:
+        if container_id != self.container_id:
+            return
         self.exit_code = code
         self.exited = True
         self.wake.set()
 
     def _supervise(self) -> int:
         """Sleep until the container exits or a signal comes; check health periodically."""
-        ctr.watch_exit(lambda: self.service.client(timeout=None), self.container_id,
-                       self._on_exit, self._revive_service)
         host = ports.probe_address(self.cfg["network.bind_address"])
         interval = self.cfg["session.health_interval"]
         failures = 0

@@ -73,8 +73,17 @@ class PodmanService:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def client(self, timeout: float | None = None) -> PodmanClient:
-        return PodmanClient(base_url=self.uri, timeout=timeout or self.api_timeout)
+    def client(self) -> PodmanClient:
+        """A client whose every call is bounded by the configured API timeout."""
+        return PodmanClient(base_url=self.uri, timeout=self.api_timeout)
+
+    def blocking_client(self) -> PodmanClient:
+        """A client without timeout, for the wait that lasts the session's whole life.
+
+        podman-py reads a per-call `timeout=None` as "the client's default", so only a client
+        made without one can block until the container exits.
+        """
+        return PodmanClient(base_url=self.uri)
 
     def wait_ready(self, deadline_s: float = 20.0) -> PodmanClient:
         """Block until the API answers a ping; fail with the service's own words if it died."""

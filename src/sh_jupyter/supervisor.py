@@ -276,7 +276,7 @@ class Supervisor:
         self.exit_code = None
         if not self.stop_signal:
             self.wake.clear()  # a replaced container's exit must not wake us
-        ctr.watch_exit(lambda: self.service.client(timeout=None), container_id,
+        ctr.watch_exit(self.service.blocking_client, container_id,
                        lambda code: self._on_exit(container_id, code), self._revive_service)
 
     def _on_exit(self, container_id: str, code: int | None) -> None:

@@ -235,6 +235,19 @@ def test_session_starts_under_a_low_open_files_limit(session):
     assert out.stdout.strip() == "4096", out.stdout + out.stderr
 
 
+def test_following_the_container_outlasts_the_api_timeout(session):
+    """The exit watcher's wait blocks for the session's life: it must not time out with the
+    API calls' bound (it did, and gave up after five of them, ending healthy sessions)."""
+    s = session(config_text(podman__api_timeout="5"))
+    s.wait_ready()
+    watch_until = time.monotonic() + 12  # an observation window over two API timeouts
+    while time.monotonic() < watch_until:
+        assert "waiting on the container failed" not in s.log(), s.log()
+        assert s.proc.poll() is None, s.log()
+        time.sleep(0.5)
+    assert s.status()["phase"] == "Running"
+
+
 def test_a_killed_api_service_is_restarted_and_the_session_goes_on(session):
     s = session()
     conn = s.wait_ready()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, commands
 from . import config as config_mod
 from .errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
 from .session import is_session_id, new_session_id
@@ -86,10 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user() -> pwd.struct_passwd:
-    return pwd.getpwuid(os.getuid())
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(config_mod.reference_markdown())
@@ -117,9 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     env = dict(os.environ)
-    user = _user()
-    if user.pw_uid == 0:
-        raise UsageError("user", "root", "sessions run as the user they belong to, never root")
+    user = commands.session_user()
     job_id = env.get("SLURM_JOB_ID", "")
     if not args.local and not job_id:
         raise UsageError("SLURM_JOB_ID", "", "not in a Slurm job; use `sh-jupyter run --local`")
@@ -161,9 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .commands import COMMANDS
-
-    handlers = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor, **COMMANDS}
+    handlers = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor, **commands.COMMANDS}
     args = build_parser().parse_args(argv)
     try:
         return handlers[args.command](args)

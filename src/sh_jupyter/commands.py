@@ -6,20 +6,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import time
 
 from . import config as config_mod
 from . import request as request_mod
 from .card import card, render
 from .errors import EXIT_SESSION_FAILED, UsageError
-from .scheduler import Scheduler, get_scheduler
+from .scheduler import get_scheduler
 from .session import is_session_id, lab_url
-from .submit import connection, follow, load_status, sessions_root, submit
+from .submit import connection, current_card, follow, load_status, sessions_root, submit
 
 
-def _me():
-    import pwd
+def current_user() -> pwd.struct_passwd:
     return pwd.getpwuid(os.getuid())
+
+
+def session_user() -> pwd.struct_passwd:
+    """The invoking user, who must not be root: sessions run as the user they belong to."""
+    me = current_user()
+    if me.pw_uid == 0:
+        raise UsageError("user", "root", "sessions run as the user they belong to, never root")
+    return me
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
@@ -28,7 +36,7 @@ def _emit(args: argparse.Namespace, data, text: str) -> None:
 
 def _session_dir(cfg: config_mod.Config, ident: str) -> str:
     """Find a session of this user by id or unique id prefix."""
-    me = _me()
+    me = current_user()
     root = sessions_root(cfg, me.pw_name, me.pw_dir, me.pw_uid)
     if not ident or not all(c in "0123456789abcdef-" for c in ident):
         raise UsageError("session", ident, "must be a session id (a UUID) or a prefix of one")
@@ -42,19 +50,11 @@ def _session_dir(cfg: config_mod.Config, ident: str) -> str:
     return os.path.join(root, names[0])
 
 
-def _card(cfg: config_mod.Config, session_dir: str, scheduler: Scheduler) -> dict:
-    status = load_status(session_dir)
-    job = scheduler.job(status.job_id) if status.job_id else None
-    return card(status, job, time.time())
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     req = request_mod.validate(cfg, args.cpus, args.memory, args.time, args.partition,
                                args.cluster, args.gpus)
-    me = _me()
-    if me.pw_uid == 0:
-        raise UsageError("user", "root", "sessions run as the user they belong to, never root")
+    me = session_user()
     scheduler = get_scheduler(req.cluster)
     done = submit(cfg, req, scheduler, me.pw_name, me.pw_dir, me.pw_uid)
     data = {"session_id": done.session_id, "job_id": done.job_id,
@@ -83,14 +83,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     session_dir = _session_dir(cfg, args.session)
-    fields = _card(cfg, session_dir, get_scheduler())
+    fields = current_card(session_dir, get_scheduler())
     _emit(args, fields, render(fields))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
-    me = _me()
+    me = current_user()
     root = sessions_root(cfg, me.pw_name, me.pw_dir, me.pw_uid)
     scheduler = get_scheduler()
     jobs = {j.job_id: j for j in scheduler.jobs(me.pw_name)}

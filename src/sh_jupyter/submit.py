@@ -98,14 +98,19 @@ def load_status(session_dir: str) -> Status:
     return Status.from_json(text)
 
 
+def current_card(session_dir: str, scheduler: Scheduler) -> dict:
+    """The card now: the status file merged with the scheduler's view of the job."""
+    status = load_status(session_dir)
+    job = scheduler.job(status.job_id) if status.job_id else None
+    return card(status, job, time.time())
+
+
 def follow(session_dir: str, scheduler: Scheduler, emit: Callable[[dict], None],
            interval: float = 0.5) -> dict:
     """Print each change of the card until the session runs or ends; returns the last card."""
     last = ""
     while True:
-        status = load_status(session_dir)
-        job = scheduler.job(status.job_id) if status.job_id else None
-        fields = card(status, job, time.time())
+        fields = current_card(session_dir, scheduler)
         if fields["status"] != last:
             emit(fields)
             last = fields["status"]

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import config as config_mod
+from . import podman_args
 from .errors import UsageError
-from .podman_args import global_args
 from .templates import TemplateContext, expand_path
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -74,6 +74,8 @@ class Doctor:
         self.cfg_path = cfg_path
         self.cfg: config_mod.Config | None = None
         self.me = pwd.getpwuid(os.getuid())
+        # Node checks concern no particular session: placeholders stand in for its ids.
+        self.ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
         self.findings: list[Finding] = []
 
     def add(self, check: str, status: str, message: str, fix: str = "") -> None:
@@ -174,8 +176,7 @@ class Doctor:
 
     def storage(self) -> None:
         cfg = self.cfg or config_mod.default()
-        ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
-        graphroot = (expand_path(cfg["podman.graphroot"], ctx) if cfg["podman.graphroot"]
+        graphroot = (expand_path(cfg["podman.graphroot"], self.ctx) if cfg["podman.graphroot"]
                      else os.path.join(self.me.pw_dir, ".local/share/containers/storage"))
         kind = fs_type(graphroot, _read("/proc/mounts"))
         if kind in NETWORK_FS or kind.startswith("fuse."):
@@ -197,7 +198,7 @@ class Doctor:
             argv = ["podman", "--root", store, "image", "exists", name]
             env = None
         else:
-            argv = ["podman", *global_args("", "", store), "image", "exists", name]
+            argv = ["podman", *podman_args.for_user(cfg, self.ctx), "image", "exists", name]
             env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
         out = _run(argv, timeout=60, env=env)
         if out is not None and out.returncode == 0:

@@ -8,7 +8,7 @@ import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .session import is_session_id
+from .session import LOG_FILE, is_session_id
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def our_job(env: Mapping[str, str]) -> Job | None:
     if not is_session_id(session_id):
         return None
     stdout = env.get("SLURM_JOB_STDOUT", "")
-    if stdout and stdout != os.path.join(work, "output.log"):
+    if stdout and stdout != os.path.join(work, LOG_FILE):
         return None
     try:
         pw = pwd.getpwnam(env["SLURM_JOB_USER"])

@@ -97,7 +97,7 @@ class Node:
 
     def end_stray_processes(self) -> None:
         """End this session's own Podman API service if its supervisor was killed."""
-        marker = f"/sh-jupyter/{self.job.session_id[:8]}.sock"
+        marker = podman_args.service_socket(self.cfg, self.ctx)
         victims = []
         for proc in psutil.process_iter(["uids", "cmdline"]):
             info = proc.info

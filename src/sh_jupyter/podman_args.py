@@ -23,6 +23,12 @@ def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
     return args
 
 
+def service_socket(cfg: Config, ctx: TemplateContext) -> str:
+    """The session's own Podman API socket (short: unix socket paths are limited to 107
+    bytes). The epilog finds an orphaned service by it."""
+    return f"{expand_path(cfg['podman.socket_dir'], ctx)}/{ctx.session_id[:8]}.sock"
+
+
 def for_user(cfg: Config, ctx: TemplateContext) -> list[str]:
     """The global options for this user's podman, from the site config."""
     def path(key: str) -> str:

@@ -40,7 +40,7 @@ from .session import (
     running_message,
 )
 from .spec import HostMount, SessionFacts, create_kwargs, host_mounts
-from .templates import TemplateContext, expand_path
+from .templates import TemplateContext
 
 
 @dataclass
@@ -176,8 +176,7 @@ class Supervisor:
     def _start(self) -> None:
         cfg, req = self.cfg, self.req
         env = podman_env(req.uid, req.job_env)
-        socket_dir = expand_path(cfg["podman.socket_dir"], self.ctx)
-        self.service = PodmanService(os.path.join(socket_dir, f"{req.session_id[:8]}.sock"),
+        self.service = PodmanService(podman_args.service_socket(cfg, self.ctx),
                                      env, podman_args.for_user(cfg, self.ctx),
                                      cfg["podman.api_timeout"])
         self.service.start()  # starts in the background while mounts are prepared

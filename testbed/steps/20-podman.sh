@@ -29,8 +29,8 @@ readonly OCI_RUNTIME="${SH_JUPYTER_OCI_RUNTIME:-runc}"
 readonly CONTAINERS_CONF=/etc/containers/containers.conf
 readonly STORAGE_CONF=/etc/containers/storage.conf
 
-log() { printf '20-podman: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=testbed/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for tool in podman newuidmap newgidmap slirp4netns "$OCI_RUNTIME"; do
@@ -38,21 +38,6 @@ for tool in podman newuidmap newgidmap slirp4netns "$OCI_RUNTIME"; do
         || die "'$tool' not found: install podman uidmap slirp4netns $OCI_RUNTIME conmon catatonit"
 done
 
-# write_if_changed PATH MODE: stdin becomes PATH's content, but PATH is only replaced (atomically,
-# via a temporary file in the same directory) when the content differs. Prints whether it changed.
-write_if_changed() {
-    local path=$1 mode=$2 tmp
-    tmp=$(mktemp "${path}.XXXXXX")
-    cat >"$tmp"
-    chmod "$mode" "$tmp"
-    if [[ -f $path ]] && cmp -s "$tmp" "$path"; then
-        rm -f "$tmp"
-        log "unchanged: $path"
-    else
-        mv -f "$tmp" "$path"
-        log "written:   $path"
-    fi
-}
 
 # --- Podman version ----------------------------------------------------------------------------
 # 4.x (Debian 12) and 5.x (Debian 13) read the same keys; 5.x defaults rootless networking to

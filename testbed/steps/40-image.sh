@@ -18,9 +18,10 @@ readonly REPO_DIR="$STEP_DIR/../.."
 readonly IMAGE_STORE="${SH_JUPYTER_IMAGE_STORE:-/var/lib/sh-jupyter/images}"
 readonly IMAGE="${SH_JUPYTER_IMAGE:-localhost/sh-jupyter/jupyterlab:latest}"
 
-log() { printf '40-image: %s\n' "$*" >&2; }
+# shellcheck source=testbed/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
-[[ $(id -u) -eq 0 ]] || { log "ERROR: must run as root"; exit 1; }
+[[ $(id -u) -eq 0 ]] || die "must run as root"
 
 # debootstrap makes the base image (no container registry is reachable here). Only installed
 # when missing, so a re-run does not touch apt.

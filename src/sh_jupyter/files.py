@@ -70,8 +70,11 @@ def ensure_user_dir(path: str, uid: int | None = None) -> bool:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            os.mkdir(current, 0o700)
-            created = True
+            try:
+                os.mkdir(current, 0o700)
+                created = True
+            except FileExistsError:  # a concurrent submit of the same user made it first
+                pass
             st = os.lstat(current)
         if not stat.S_ISDIR(st.st_mode):
             raise SessionFailure(f"{current} is not a directory")

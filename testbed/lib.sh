@@ -11,6 +11,13 @@ TESTBED_LOG=/var/log/sh-jupyter-testbed       # daemon logs
 TESTBED_RUN=/run/sh-jupyter-testbed           # pid files, munge socket
 TESTBED_VERSIONS="$TESTBED_STATE/versions.env"
 TESTBED_USERS=(shjuser1 shjuser2)
+# Group-shared project data, as a safe haven shares it: a project group whose members are
+# shjuser1 and shjuser3 (a host-only user who never runs sessions) but not shjuser2, and a
+# second project that shjuser1 does not belong to.
+TESTBED_PROJECT=shjproj
+TESTBED_PROJECT_MEMBERS=(shjuser1 shjuser3)
+TESTBED_OTHER_PROJECT=shjother
+TESTBED_OTHER_MEMBERS=(shjuser2)
 
 # The checkout this file lives in: CI clones the repository into another
 # folder, so nothing may assume /work/main.

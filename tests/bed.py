@@ -26,6 +26,7 @@ PYTHON = f"{VENV}/bin/python"
 IMAGE = "localhost/sh-jupyter/jupyterlab:latest"
 STORE = "/var/lib/sh-jupyter/images"
 SLURM_CONF = "/etc/slurm/slurm.conf"
+E2E_PORTS = "[network]\nport_min = 32000\nport_max = 32999\n"
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str,
@@ -253,3 +254,43 @@ def supervisor_of(user: str, session_id: str) -> int | None:
                 and cwd.endswith(session_id):
             return int(pid)
     return None
+
+
+def docs(text: str) -> list[dict]:
+    """The JSON documents `submit --json --wait` prints one after the other."""
+    decoder, out, i = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while i < len(text):
+        obj, end = decoder.raw_decode(text, i)
+        out.append(obj)
+        i = end
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
+
+
+def start(user: str, cfg: str, cleanup: list[str], *args: str) -> tuple[dict, dict]:
+    """`submit --wait` as the user; returns the submit record and the final card (Running)."""
+    out = submit(user, "--wait", *args, config=cfg)
+    got = docs(out.stdout)
+    if got:
+        cleanup.append(got[0]["job_id"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    return got[0], got[-1]
+
+
+def card(user: str, session_id: str, cfg: str) -> dict:
+    out = as_user(user, [SH, "--config", cfg, "status", "--json", session_id])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def connection(user: str, session_id: str, cfg: str) -> dict:
+    out = as_user(user, [SH, "--config", cfg, "connect", "--json", session_id])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def session_log(session_dir: str) -> str:
+    with open(os.path.join(session_dir, "output.log"), encoding="utf-8", errors="replace") as fh:
+        return fh.read()

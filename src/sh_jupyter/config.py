@@ -157,6 +157,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "Podman API socket lives (template; keep it short)",
                           _required_path_template),
         "api_timeout": Key("int", 30, "seconds for one Podman API call", _range(5, 600)),
+        "runtime": Key("str", "auto", "OCI runtime of session containers: auto (crun where it "
+                       "can run on this node, else runc), crun, runc",
+                       _one_of("auto", "crun", "runc")),
+        "keep_groups": Key("bool", True, "hand the user's supplementary groups to the container "
+                           "(crun only), so group-shared project data is readable"),
         "network": Key("str", "slirp4netns", "container network mode",
                        _one_of("slirp4netns", "pasta", "host")),
         "pids_limit": Key("int", 4096, "most processes in the container", _range(64, 1 << 22)),
@@ -379,6 +384,7 @@ def reference_markdown() -> str:
     for section, keys in SCHEMA.items():
         for name, key in keys.items():
             default_text = (format_walltime(key.default) if key.kind == "walltime"
+                            else str(key.default).lower() if key.kind == "bool"
                             else repr(key.default).replace("'", '"'))
             rows.append(f"| `{section}.{name}` | {key.kind} | `{default_text}` | {key.doc} |")
     for name, key in MOUNT_SCHEMA.items():

@@ -7,16 +7,15 @@ policy; the spec comes from `spec.create_kwargs`, the timing from the supervisor
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from typing import Callable
 
 from podman.errors import APIError, NotFound
 
 from podman import PodmanClient
 
-from . import ports, readiness
+from . import follow, ports, readiness
 from .errors import SessionFailure
+from .exits import ExitFacts
 from .progress import say
 from .spec import LABEL_SESSION, LABEL_USER
 
@@ -73,22 +72,23 @@ def create_and_start(client: PodmanClient, kwargs: dict):
 
 
 def wait_until_ready(container, bind_address: str, port: int, base_url: str, token: str,
-                     deadline: float, wake: threading.Event, exited: Callable[[], bool],
+                     deadline: float, watch: follow.ProcessWatch, signals: follow.SignalPipe,
                      interval: float = 0.01) -> None:
     """Poll HTTP until JupyterLab answers; fail fast when the container exits.
 
-    The exit is noticed through `exited` (set by the blocking API wait of `watch_exit`, which
-    also sets `wake`), so polling costs no Podman API calls while JupyterLab boots.
+    The exit is seen on conmon's pidfd, so polling costs no Podman API calls while JupyterLab
+    boots; a signal (scancel) ends the wait at once.
     """
     host = ports.probe_address(bind_address)
     while not readiness.api_answers(host, port, base_url, timeout=2.0):
-        if exited():
+        if watch.gone():
             _fail_exited(container)
-        if time.monotonic() >= deadline:
-            raise ConnectionTimeout("JupyterLab did not answer within the connection timeout; "
-                                    f"last log lines: {last_log_lines(container) or '(none)'}")
-        if wake.wait(interval) and not exited():
+        if signals.received:
             raise SessionFailure("stopped by a signal while JupyterLab was starting")
+        if time.monotonic() >= deadline:
+            raise ConnectionTimeout("JupyterLab did not answer within the connection timeout "
+                                    f"({last_log_lines(container, 3) or 'no output'})")
+        follow.wait(watch, signals, interval)
     status = readiness.auth_status(host, port, base_url, token)
     if status != 200:
         raise SessionFailure(f"JupyterLab answers but refuses the session token (HTTP {status}); "
@@ -101,46 +101,28 @@ def _fail_exited(container) -> None:
     logs = last_log_lines(container)
     if any(m in logs.lower() for m in IN_USE_MARKERS):
         raise PortInUse(logs)
+    say(f"JupyterLab's last output: {logs or '(none)'}")
     code = container.attrs.get("State", {}).get("ExitCode")
     raise SessionFailure(f"JupyterLab exited during start-up (status {code}): "
-                         f"{logs or '(no output)'}")
+                         f"{last_log_lines(container, 2) or '(no output)'}")
 
 
-def watch_exit(client_factory: Callable[[], PodmanClient], container_id: str,
-               on_exit: Callable[[int | None], None],
-               recover: Callable[[], None] = lambda: None) -> threading.Thread:
-    """Follow the container's state without polling: a blocking API wait in a thread.
-
-    If the wait breaks (e.g. the API service was killed; conmon keeps the container alive),
-    `recover` gets a chance to restore the service before the state is checked again.
-    """
-
-    def run() -> None:
-        code: int | None = None
-        for _attempt in range(5):
-            try:
-                with client_factory() as client:
-                    container = client.containers.get(container_id)
-                    code = container.wait(condition=["exited", "stopped"])
-                    break
-            except Exception as exc:  # noqa: BLE001 - decide below from the container's state
-                say(f"waiting on the container failed ({exc}); checking its state")
-                recover()
-                if not _still_running(client_factory, container_id):
-                    break
-        on_exit(code)
-
-    thread = threading.Thread(target=run, name="container-wait", daemon=True)
-    thread.start()
-    return thread
+def conmon_pid(container) -> int:
+    """The pid of the container's conmon (it records the exit, then exits itself)."""
+    container.reload()
+    pid = int(container.attrs.get("State", {}).get("ConmonPid") or 0)
+    if pid <= 0:
+        raise SessionFailure("Podman reports no conmon process for the container")
+    return pid
 
 
-def _still_running(client_factory: Callable[[], PodmanClient], container_id: str) -> bool:
-    try:
-        with client_factory() as client:
-            return client.containers.get(container_id).status == "running"
-    except Exception:  # noqa: BLE001 - no answer means we cannot follow it any more
-        return False
+def exit_facts(client: PodmanClient, name: str) -> ExitFacts:
+    """Inspect the container once it is no longer followed (NotFound if it is gone)."""
+    state = client.containers.get(name).attrs.get("State", {})
+    code = state.get("ExitCode")
+    return ExitFacts(status=str(state.get("Status", "")),
+                     exit_code=int(code) if isinstance(code, int) else None,
+                     oom_killed=bool(state.get("OOMKilled")), pid=int(state.get("Pid") or 0))
 
 
 def stop_and_remove(client: PodmanClient, name: str, stop_timeout: int) -> None:

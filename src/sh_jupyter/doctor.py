@@ -6,6 +6,7 @@ Each finding says what is wrong and how to fix it. Exit status follows the monit
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import config as config_mod
-from . import podman_args
-from .errors import UsageError
+from . import oci_runtime, podman_args
+from .errors import SessionFailure, UsageError
 from .templates import TemplateContext, expand_path
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -73,6 +74,7 @@ class Doctor:
     def __init__(self, cfg_path: str | None) -> None:
         self.cfg_path = cfg_path
         self.cfg: config_mod.Config | None = None
+        self.choice: oci_runtime.Choice | None = None
         self.me = pwd.getpwuid(os.getuid())
         # Node checks concern no particular session: placeholders stand in for its ids.
         self.ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
@@ -86,7 +88,10 @@ class Doctor:
                                             self.tun, self.slirp]
         if self.me.pw_uid != 0:
             checks += [self.subids, self.runtime_dir, self.storage]
-        checks += [self.image, self.slurm]
+        checks += [self.image]
+        if self.me.pw_uid != 0:
+            checks.append(self.keep_groups)
+        checks.append(self.slurm)
         for check in checks:
             check()
         return self.findings
@@ -114,21 +119,57 @@ class Doctor:
                  "" if status == OK else "install podman 4.3 or newer")
 
     def runtime(self) -> None:
-        conf = _read("/etc/containers/containers.conf")
-        m = re.search(r'^\s*runtime\s*=\s*"([^"]+)"', conf, re.M)
-        runtime = m.group(1) if m else "crun"
-        path = shutil.which(runtime)
-        hybrid = os.path.isdir("/sys/fs/cgroup/unified") and not os.path.exists(
-            "/sys/fs/cgroup/cgroup.controllers")
-        if not path:
-            self.add("oci-runtime", ERROR, f"OCI runtime {runtime} is not installed",
-                     f"install {runtime}, or set runtime in /etc/containers/containers.conf")
-        elif runtime == "crun" and hybrid:
-            self.add("oci-runtime", ERROR, "crun refuses cgroups in hybrid mode",
-                     'set runtime = "runc" in /etc/containers/containers.conf [engine]')
+        """The OCI runtime sessions will use here, chosen exactly as the supervisor does."""
+        cfg = self.cfg or config_mod.default()
+        try:
+            self.choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                                             oci_runtime.node_facts())
+        except SessionFailure as exc:
+            self.add("oci-runtime", ERROR, str(exc), 'install crun (or set podman.runtime = '
+                     '"auto"); on cgroup v1 hybrid hosts bind the controllers that sit on the '
+                     "cgroup2 mount to v1 hierarchies (README, Installing, step 3)")
+            return
+        if self.choice.warning:
+            self.add("oci-runtime", WARN, f"sessions use {self.choice.why}: "
+                     f"{self.choice.warning}", "install crun; on cgroup v1 hybrid hosts bind "
+                     "the controllers on the cgroup2 mount to v1 hierarchies (README, "
+                     "Installing, step 3)" if self.choice.runtime == "runc"
+                     else "set podman.keep_groups = true")
         else:
-            self.add("oci-runtime", OK, f"{runtime} at {path}")
+            self.add("oci-runtime", OK, f"sessions use {self.choice.why}")
 
+    def keep_groups(self) -> None:
+        """A real trial container: do this user's groups reach a session's container?"""
+        names = ", ".join(_group_name(g) for g in oci_runtime.user_groups()) or "none"
+        choice = self.choice
+        if choice is None:
+            return
+        if not choice.keep_groups:
+            status = WARN if oci_runtime.user_groups() else OK
+            self.add("keep-groups", status, f"your supplementary groups ({names}) will not "
+                     f"reach session containers ({choice.why})")
+            return
+        cfg = self.cfg or config_mod.default()
+        argv = ["podman", *podman_args.for_user(cfg, self.ctx), "--runtime", choice.runtime,
+                "run", "--rm", "--read-only", "--network", "none", "--tmpfs", "/run",
+                "--tmpfs", "/tmp", "--annotation", f"{oci_runtime.KEEP_GROUPS_ANNOTATION}=1",
+                "--entrypoint", "cat", cfg["image.name"], "/proc/self/status"]
+        env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
+        out = _run(argv, timeout=60, env=env)
+        if out is None or out.returncode != 0:
+            detail = out.stderr.strip().splitlines()[-1:] if out is not None else []
+            self.add("keep-groups", ERROR, "a trial container with keep-groups failed"
+                     + (f": {detail[0]}" if detail else ""),
+                     "run `sh-jupyter doctor` as root for the node's checks")
+            return
+        inside = groups_in_status(out.stdout)
+        want = len(set(os.getgroups()))
+        if inside < want:
+            self.add("keep-groups", ERROR, f"a trial container saw {inside} of your {want} "
+                     "groups", "use crun 1.0 or newer")
+            return
+        self.add("keep-groups", OK, f"keep-groups works: your groups reach session "
+                 f"containers (supplementary: {names})")
     def tun(self) -> None:
         if not os.path.exists("/dev/net/tun"):
             self.add("dev-net-tun", ERROR, "/dev/net/tun does not exist",
@@ -236,6 +277,21 @@ class Doctor:
                      "install the sh-jupyter package (it ships the batch script)")
         else:
             self.add("batch-script", OK, f"{batch} is executable")
+
+
+def groups_in_status(status_text: str) -> int:
+    """How many groups a process holds, from its /proc/PID/status text."""
+    for line in status_text.splitlines():
+        if line.startswith("Groups:"):
+            return len(line.split()[1:])
+    return 0
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return f"{grp.getgrgid(gid).gr_name}({gid})"
+    except KeyError:
+        return str(gid)
 
 
 def _read(path: str) -> str:

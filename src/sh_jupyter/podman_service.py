@@ -43,14 +43,19 @@ def podman_env(uid: int, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 class PodmanService:
-    """One `podman system service` for this session, on its own socket."""
+    """One `podman system service` for this session, on its own socket.
 
-    def __init__(self, socket_path: str, env: dict[str, str], storage_args: list[str],
+    It runs while the session starts and while it ends; in between, the supervisor stops it
+    (conmon keeps the container) so an idle session costs the node no API process.
+    """
+
+    def __init__(self, socket_path: str, env: dict[str, str], global_args: list[str],
                  api_timeout: int) -> None:
         self.socket_path = socket_path
+        self.log_path = socket_path + ".log"
         self.uri = f"unix://{socket_path}"
         self.env = env
-        self.storage_args = storage_args
+        self.global_args = global_args
         self.api_timeout = api_timeout
         self.proc: subprocess.Popen | None = None
 
@@ -62,10 +67,9 @@ class PodmanService:
         ensure_private_dir(os.path.dirname(self.socket_path))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        log_path = self.socket_path + ".log"
-        with open(log_path, "ab") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [podman, *self.storage_args, "system", "service", "--time=0", self.uri],
+                [podman, *self.global_args, "system", "service", "--time=0", self.uri],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True, close_fds=True,
             )
@@ -77,18 +81,10 @@ class PodmanService:
         """A client whose every call is bounded by the configured API timeout."""
         return PodmanClient(base_url=self.uri, timeout=self.api_timeout)
 
-    def blocking_client(self) -> PodmanClient:
-        """A client without timeout, for the wait that lasts the session's whole life.
-
-        podman-py reads a per-call `timeout=None` as "the client's default", so only a client
-        made without one can block until the container exits.
-        """
-        return PodmanClient(base_url=self.uri)
-
     def wait_ready(self, deadline_s: float = 20.0) -> PodmanClient:
         """Block until the API answers a ping; fail with the service's own words if it died."""
         end = time.monotonic() + deadline_s
-        delay = 0.005
+        delay = 0.002
         while time.monotonic() < end:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SessionFailure(f"podman system service exited ({self.proc.returncode}): "
@@ -100,27 +96,28 @@ class PodmanService:
                         return client
                 client.close()
             time.sleep(delay)  # bounded back-off while polling a condition with a deadline
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.02)
         raise SessionFailure(f"podman system service did not answer within {deadline_s:.0f} s: "
                              f"{self._log_tail()}")
 
     def _log_tail(self) -> str:
         try:
-            with open(self.socket_path + ".log", encoding="utf-8", errors="replace") as fh:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
                 lines = fh.read().strip().splitlines()
         except OSError:
             return "(no log)"
         return " | ".join(lines[-3:]) or "(no log)"
 
     def stop(self) -> None:
-        """Stop the service we started; containers are already gone by then."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        """Stop the service we started and remove its socket and log (nothing of a session
+        may pile up in the runtime directory)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for path in (self.socket_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

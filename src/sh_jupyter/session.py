@@ -62,6 +62,7 @@ class Status:
     created_at: str = ""
     started_at: str = ""
     ready_at: str = ""
+    checked_at: str = ""  # the last health check that found JupyterLab answering
     ended_at: str = ""
     host: str = ""
     port: int = 0
@@ -93,8 +94,18 @@ class Status:
 
     def fail(self, reason: str) -> Status:
         """The final state of a session that did not end as the user asked."""
-        return replace(self, phase="Completed", failed=True, reason=reason,
+        return replace(self, phase="Completed", failed=True, reason=one_line(reason),
                        ended_at=self.ended_at or now_iso())
+
+
+REASON_MAX = 240
+
+
+def one_line(text: str, limit: int = REASON_MAX) -> str:
+    """A card reason is one short line: whitespace folded, long text cut (details belong in
+    output.log, where the supervisor writes them)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 
 
 def connection_yaml(host: str, port: int, password: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .config import Config, Mount, normalize
+from .oci_runtime import KEEP_GROUPS_ANNOTATION
 from .session import container_name
 from .templates import TemplateContext, expand_path
 
@@ -48,6 +49,8 @@ class SessionFacts:
     # (name, soft, hard) of the job's own limits: containers.conf defaults above a job's hard
     # limit (Slurm propagates the submit host's) would make the container fail to start.
     ulimits: tuple[tuple[str, int, int], ...] = ()
+    # crun keeps the user's supplementary groups (group-shared project data stays readable).
+    keep_groups: bool = False
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -153,11 +156,16 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         "devices": list(cfg["podman.devices"]),
         "ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in facts.ulimits],
     }
-    if cfg["podman.network"] == "host":
-        kwargs["network_mode"] = "host"
-    else:
-        kwargs["network_mode"] = cfg["podman.network"]
+    if facts.keep_groups:
+        kwargs["annotations"] = {KEEP_GROUPS_ANNOTATION: "1"}
+    network = cfg["podman.network"]
+    kwargs["network_mode"] = network
+    if network != "host":
         kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
+    if network == "slirp4netns":
+        # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
+        # session, and the published port is still refused when taken.
+        kwargs["network_options"] = {"slirp4netns": ["port_handler=slirp4netns"]}
     if facts.apply_limits:
         if facts.cpus:
             kwargs["cpu_period"] = 100000

@@ -14,14 +14,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from podman.errors import NotFound, PodmanError
+from requests.exceptions import RequestException
+
 from . import container as ctr
-from . import podman_args, ports, readiness
+from . import exits, follow, oci_runtime, podman_args, ports, readiness
 from .config import Config
 from .errors import EXIT_SESSION_FAILED, SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
@@ -87,7 +89,12 @@ def _job_ulimits() -> tuple[tuple[str, int, int], ...]:
 
 
 class Supervisor:
-    """One session from start to teardown."""
+    """One session from start to teardown.
+
+    The Podman API service runs only while the session starts and while it ends. Once
+    JupyterLab answers, the supervisor stops it and sleeps on conmon's pidfd and a signal pipe,
+    waking once per health interval; conmon keeps the container and records its exit.
+    """
 
     def __init__(self, cfg: Config, req: RunRequest) -> None:
         self.cfg = cfg
@@ -95,22 +102,23 @@ class Supervisor:
         self.name = container_name(cfg["session.container_prefix"], req.session_id)
         self.ctx = TemplateContext(req.user, req.home, req.uid, req.session_id, req.job_id)
         self.host = cfg["network.connect_host"] or socket.gethostname()
-        self.wake = threading.Event()  # set by a signal or by the container's exit
-        self.stop_signal: str = ""
-        self.exit_code: int | None = None
-        self.exited = False
+        self.signals: follow.SignalPipe | None = None
+        self.watch: follow.ProcessWatch | None = None
         self.timed_out = False
-        self.service_lock = threading.Lock()
         self.service: PodmanService | None = None
         self.client = None
         self.mounts: list[HostMount] = []
         self.present: set[str] = set()
+        self.keep_groups = False
         self.start_clock = 0.0  # when the container was started: the connection timeout's zero
-        self.container_id = ""
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
 
     def _base(self, port: int) -> str:
         return resolve_base_url(self.cfg["image.base_url"], self.host, port)
+
+    @property
+    def stop_signal(self) -> str:
+        return self.signals.received if self.signals else ""
 
     # -- status file -------------------------------------------------------------------
     def _save(self, status: Status) -> None:
@@ -131,20 +139,11 @@ class Supervisor:
             connection_timeout=self.cfg["session.connection_timeout"],
         )
 
-    # -- signals -----------------------------------------------------------------------
-    def _on_signal(self, signum: int, _frame) -> None:
-        self.stop_signal = signal.Signals(signum).name
-        self.wake.set()
-
-    def _install_signals(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-
     # -- main --------------------------------------------------------------------------
     def run(self) -> int:
         """Run the session; returns the process exit status."""
         ensure_private_dir(self.req.session_dir, self.req.uid)
-        self._install_signals()
+        self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         self._save(self._initial_status())
         say(f"session {self.req.session_id} starting on {self.host} "
             f"(job {self.req.job_id}, container {self.name})")
@@ -162,12 +161,16 @@ class Supervisor:
 
     def _session(self) -> int:
         try:
-            self._start()
-            return self._supervise()
+            try:
+                self._start()
+                return self._supervise()
+            except (PodmanError, RequestException) as exc:  # the API went away mid-call
+                raise SessionFailure(f"Podman API call failed: {exc}") from None
         except SessionFailure as failure:
             reason = str(failure)
-            if self.stop_signal and not self.exited:
-                reason = f"cancelled ({self.stop_signal}) before JupyterLab was ready"
+            if self.stop_signal and not isinstance(failure, ctr.ConnectionTimeout):
+                reason = f"cancelled ({self.stop_signal})" + (
+                    " before JupyterLab was ready" if self.status.phase == "Starting" else "")
             say(f"session failed: {reason}")
             self._save(self.status.fail(reason))
             self.timed_out = isinstance(failure, ctr.ConnectionTimeout)
@@ -176,10 +179,17 @@ class Supervisor:
     def _start(self) -> None:
         cfg, req = self.cfg, self.req
         env = podman_env(req.uid, req.job_env)
-        self.service = PodmanService(podman_args.service_socket(cfg, self.ctx),
-                                     env, podman_args.for_user(cfg, self.ctx),
+        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                                    oci_runtime.node_facts(env["PATH"]))
+        self.keep_groups = choice.keep_groups
+        self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
+                                     [*podman_args.for_user(cfg, self.ctx),
+                                      "--runtime", choice.runtime],
                                      cfg["podman.api_timeout"])
         self.service.start()  # starts in the background while mounts are prepared
+        say(f"OCI runtime: {choice.why}")
+        if choice.warning:
+            say(f"warning: {choice.warning}")
         secret = new_secret()
         self.present = self._prepare_mounts()
         self.client = self.service.wait_ready()
@@ -193,6 +203,7 @@ class Supervisor:
         url = lab_url(self.host, port, self._base(port))
         say(f"container started on port {port}; waiting for JupyterLab at {url}")
         self._connect(container, port, secret)
+        self._release_service()
 
     def _prepare_mounts(self) -> set[str]:
         """Create what may be created; fail on a missing required source; list what exists."""
@@ -226,7 +237,7 @@ class Supervisor:
                 tried.append(port)
                 continue
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
-                                 self._base(port), _job_ulimits())
+                                 self._base(port), _job_ulimits(), self.keep_groups)
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
                                    self.present)
             self.start_clock = time.monotonic()
@@ -236,28 +247,34 @@ class Supervisor:
                 tried.append(port)
                 say(f"port {port} was taken at start; trying another")
                 continue
-            self._watch(container.id)
+            self._follow(ctr.conmon_pid(container))
             return container, port
         raise SessionFailure(f"no free port: tried {tried} in "
                              f"{cfg['network.port_min']}-{cfg['network.port_max']}")
 
+    def _follow(self, pid: int) -> None:
+        """Follow the container through this process (conmon, or its init if conmon died)."""
+        if self.watch is not None:
+            self.watch.close()
+        self.watch = follow.ProcessWatch(pid)
+
+    def _ready(self, container, port: int, secret: str) -> None:
+        ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
+                             self._base(port), secret,
+                             self.start_clock + self.cfg["session.connection_timeout"],
+                             self.watch, self.signals)
+
     def _connect(self, container, port: int, secret: str) -> None:
         """Wait for readiness, retrying another port if JupyterLab itself could not bind."""
-        cfg = self.cfg
-        deadline = self.start_clock + cfg["session.connection_timeout"]
         try:
-            ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 self._base(port), secret, deadline, self.wake,
-                                 lambda: self.exited)
+            self._ready(container, port, secret)
         except ctr.PortInUse:
             with contextlib.suppress(Exception):  # best effort: it is being replaced
                 container.remove(force=True)
             say(f"JupyterLab could not bind port {port}; trying another")
             container, port = self._launch(secret)
             self._save(replace(self.status, port=port, base_url=self._base(port)))
-            ctr.wait_until_ready(container, cfg["network.bind_address"], port,
-                                 self._base(port), secret, deadline, self.wake,
-                                 lambda: self.exited)
+            self._ready(container, port, secret)
         write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
                       connection_yaml(self.host, port, secret))
         took = time.monotonic() - self.start_clock
@@ -268,94 +285,118 @@ class Supervisor:
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
 
-    def _watch(self, container_id: str) -> None:
-        """Follow this container from its start: its exit wakes readiness and supervision."""
-        self.container_id = container_id
-        self.exited = False
-        self.exit_code = None
-        if not self.stop_signal:
-            self.wake.clear()  # a replaced container's exit must not wake us
-        ctr.watch_exit(self.service.blocking_client, container_id,
-                       lambda code: self._on_exit(container_id, code), self._revive_service)
+    # -- while it runs -----------------------------------------------------------------
+    def _release_service(self) -> None:
+        """Stop the API service while the session runs: conmon keeps the container."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.service is not None:
+            self.service.stop()
 
-    def _on_exit(self, container_id: str, code: int | None) -> None:
-        if container_id != self.container_id:
-            return
-        self.exit_code = code
-        self.exited = True
-        self.wake.set()
+    def _ensure_service(self) -> bool:
+        """Bring the API service (back) for the session's end; False if it cannot start."""
+        if self.service is None:
+            return False
+        if self.client is not None and self.service.alive():
+            return True
+        if self.client is not None:
+            say("the Podman API service died; starting it again")
+        try:
+            self.service.stop()  # whatever is left of a dead one: socket and log
+            self.service.start()
+            self.client = self.service.wait_ready()
+        except SessionFailure as exc:
+            say(f"could not start the Podman API service: {exc}")
+            self.client = None
+            return False
+        return True
 
     def _supervise(self) -> int:
-        """Sleep until the container exits or a signal comes; check health periodically."""
+        """Sleep until conmon exits or a signal comes; check JupyterLab's health meanwhile."""
         host = ports.probe_address(self.cfg["network.bind_address"])
         interval = self.cfg["session.health_interval"]
         failures = 0
-        while not self.wake.wait(interval):
+        while True:
+            next_check = time.monotonic() + interval
+            while not (self.stop_signal or self.watch.gone()) \
+                    and time.monotonic() < next_check:
+                follow.wait(self.watch, self.signals, next_check - time.monotonic())
+            if self.stop_signal or self.watch.gone():
+                if not self._ensure_service():
+                    raise SessionFailure("the session ended but Podman's API service could not "
+                                         "be started to stop the container")
+                code = self._ended(host)
+                if code is not None:
+                    return code
+                continue
             if readiness.api_answers(host, self.status.port, self.status.base_url):
                 failures = 0
+                self._save(replace(self.status, checked_at=now_iso()))
                 continue
             failures += 1
             say(f"health check failed ({failures} in a row): JupyterLab's /api does not answer")
-        if self.stop_signal and not self.exited:
+
+    def _ended(self, host: str) -> int | None:
+        """The session is ending: say why. None when it was only conmon that went away."""
+        try:
+            facts = ctr.exit_facts(self.client, self.name)
+        except NotFound:
+            raise SessionFailure(f"container {self.name} disappeared (removed by someone "
+                                 "else?)") from None
+        if self.stop_signal:
             say(f"received {self.stop_signal}: stopping JupyterLab")
             self._save(self.status.advance("Completed", ended_at=now_iso(),
                                            reason=f"cancelled ({self.stop_signal})"))
             return 0
-        code = self.exit_code
-        if code == 0:
+        if facts.status == "running" and facts.pid > 0:
+            say("conmon exited but the container runs on; following its init process")
+            self._follow(facts.pid)
+            self._release_service()
+            return None
+        if facts.exit_code == 0:
             say("JupyterLab was shut down (File > Shut Down or idle timeout); ending the session")
             self._save(self.status.advance("Completed", ended_at=now_iso()))
             return 0
-        if code is None:
-            raise SessionFailure("the container can no longer be followed (its Podman service "
-                                 "or its image went away; was the image store rewritten?)")
-        logs = ctr.last_log_lines(self.client.containers.get(self.container_id))
-        why = "killed (out of memory?)" if code == 137 else f"exited with status {code}"
-        raise SessionFailure(f"JupyterLab {why}: {logs or '(no output)'}")
+        logs = ctr.last_log_lines(self.client.containers.get(self.name))
+        say(f"JupyterLab ended: status {facts.exit_code}, out-of-memory kill: "
+            f"{'yes' if facts.oom_killed else 'no'}; its last output: {logs or '(none)'}")
+        raise SessionFailure(exits.reason(facts, self.req.memory_gib))
 
+    # -- teardown ----------------------------------------------------------------------
     def _teardown(self) -> bool:
         """Remove the container and the session's ephemeral dirs; stop our service.
 
         Returns False when the container could not be removed (the epilog is the backstop).
         """
         removed = True
-        if self.client is not None:
+        if self.service is not None and self.container_created():
             removed = self._remove_container()
         for m in self.mounts:
             if m.ephemeral and os.path.lexists(m.source):
                 self._remove_tree(m.source)
         if self.service is not None:
             self.service.stop()
+        if self.watch is not None:
+            self.watch.close()
         return removed
 
-    def _revive_service(self) -> bool:
-        """Start our Podman API service again if it died; True when it answers."""
-        if self.service is None:
-            return False
-        with self.service_lock:  # the watcher thread and teardown may both get here
-            if self.service.alive():
-                return True
-            say("the Podman API service died; starting it again")
-            try:
-                self.service.start()
-                self.client = self.service.wait_ready()
-            except SessionFailure as exc:
-                say(f"could not restart the Podman API service: {exc}")
-                return False
-        return True
+    def container_created(self) -> bool:
+        """True once a container may exist (the API service was started for this session)."""
+        return self.client is not None or self.watch is not None
 
     def _remove_container(self) -> bool:
-        """Stop and remove the container; if our API service died meanwhile, start it again
-        once (in local mode there is no epilog to fall back on)."""
+        """Stop and remove the container, starting the API service again if it is down."""
         for attempt in (1, 2):
+            if not self._ensure_service():
+                return False
             try:
                 ctr.stop_and_remove(self.client, self.name, self.cfg["session.stop_timeout"])
                 say(f"container {self.name} removed")
                 return True
             except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down
                 say(f"could not remove container {self.name}: {exc}")
-                if attempt == 2 or self.service is None or self.service.alive() \
-                        or not self._revive_service():
+                if attempt == 2 or self.service.alive():
                     return False
         return False
 

@@ -9,7 +9,7 @@ set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
 need_pkgs \
-    podman uidmap slirp4netns runc conmon catatonit debootstrap \
+    podman uidmap slirp4netns runc crun conmon catatonit debootstrap \
     munge slurmctld slurmd slurm-client \
     curl ca-certificates iproute2 procps \
     python3 python3-venv python3-pip \

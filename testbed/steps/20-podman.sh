@@ -5,7 +5,10 @@
 # takes well under a second and does not disturb running containers.
 #
 # What this host needs and why (see shared/FACTS.md, measured on Debian 12 / podman 4.3.1):
-#   * runtime "runc": crun (1.8) refuses cgroup v1 hybrid mode.
+#   * runtime: crun where it can run (it keeps the user's supplementary groups, so group-shared
+#     project data is readable in the container), else runc. crun (1.8) refuses cgroup v1 hybrid
+#     mode while a controller sits on the cgroup2 mount; on this kind of host that is `hugetlb`
+#     only, and nothing uses it, so it is bound to its own v1 hierarchy first (see below).
 #   * cgroup_manager "cgroupfs", events_logger "file": there is no systemd (PID 1) or journald.
 #   * default_ulimits at or below the current hard limits: without CAP_SYS_RESOURCE Podman's own
 #     default (nofile 1048576) fails with "setrlimit RLIMIT_NOFILE: Operation not permitted".
@@ -21,22 +24,62 @@
 #
 # Environment overrides (all optional):
 #   SH_JUPYTER_IMAGE_STORE   shared read-only image store (default /var/lib/sh-jupyter/images)
-#   SH_JUPYTER_OCI_RUNTIME   OCI runtime to configure     (default runc)
+#   SH_JUPYTER_OCI_RUNTIME   OCI runtime to configure     (default crun where it runs, else runc)
 set -euo pipefail
 
 readonly IMAGE_STORE="${SH_JUPYTER_IMAGE_STORE:-/var/lib/sh-jupyter/images}"
-readonly OCI_RUNTIME="${SH_JUPYTER_OCI_RUNTIME:-runc}"
 readonly CONTAINERS_CONF=/etc/containers/containers.conf
 readonly STORAGE_CONF=/etc/containers/storage.conf
+readonly CGROUP_ROOT=/sys/fs/cgroup
 
 # shellcheck source=testbed/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
-for tool in podman newuidmap newgidmap slirp4netns "$OCI_RUNTIME"; do
+for tool in podman newuidmap newgidmap slirp4netns runc; do
     command -v "$tool" >/dev/null 2>&1 \
-        || die "'$tool' not found: install podman uidmap slirp4netns $OCI_RUNTIME conmon catatonit"
+        || die "'$tool' not found: install podman uidmap slirp4netns runc crun conmon catatonit"
 done
+
+# --- cgroups: let crun run on a v1 "hybrid" host ------------------------------------------------
+# crun refuses hybrid mode while any controller is attached to the cgroup2 mount
+# ($CGROUP_ROOT/unified). A controller that no v2 cgroup uses can be bound to a v1 hierarchy of
+# its own instead, which detaches it from cgroup2. Only controllers that nothing enables on
+# cgroup2 (empty subtree_control) are moved; the memory hierarchy is never touched (this
+# machine's own tooling uses it). cgroup v2 hosts ($CGROUP_ROOT/cgroup.controllers) need nothing.
+bind_unused_v2_controllers() {
+    local unified="$CGROUP_ROOT/unified" ctrl
+    [[ -r "$unified/cgroup.controllers" && ! -e "$CGROUP_ROOT/cgroup.controllers" ]] || return 0
+    [[ -z "$(tr -d '[:space:]' <"$unified/cgroup.subtree_control")" ]] \
+        || { warn "cgroup2 controllers are in use ($(cat "$unified/cgroup.subtree_control")): leaving them; crun cannot run here"; return 0; }
+    for ctrl in $(cat "$unified/cgroup.controllers"); do
+        [[ "$ctrl" == memory ]] && { warn "memory sits on cgroup2: not moving it; crun cannot run here"; continue; }
+        mountpoint -q "$CGROUP_ROOT/$ctrl" && continue
+        mkdir -p "$CGROUP_ROOT/$ctrl"
+        mount -t cgroup -o "$ctrl" cgroup "$CGROUP_ROOT/$ctrl" \
+            || { warn "could not bind the $ctrl controller to $CGROUP_ROOT/$ctrl"; continue; }
+        log "bound the unused cgroup controller $ctrl to its own v1 hierarchy (crun needs cgroup2 empty)"
+    done
+}
+bind_unused_v2_controllers
+
+# crun where it can run containers here, else runc (the product chooses per session the same
+# way: podman.runtime = "auto").
+crun_usable() {
+    command -v crun >/dev/null 2>&1 || return 1
+    [[ -e "$CGROUP_ROOT/cgroup.controllers" ]] && return 0
+    [[ -z "$(tr -d '[:space:]' <"$CGROUP_ROOT/unified/cgroup.controllers" 2>/dev/null)" ]]
+}
+if [[ -n "${SH_JUPYTER_OCI_RUNTIME:-}" ]]; then
+    OCI_RUNTIME=$SH_JUPYTER_OCI_RUNTIME
+elif crun_usable; then
+    OCI_RUNTIME=crun
+else
+    OCI_RUNTIME=runc
+    warn "crun cannot run on this host: sessions use runc and users' supplementary groups do not reach containers"
+fi
+readonly OCI_RUNTIME
+command -v "$OCI_RUNTIME" >/dev/null 2>&1 || die "'$OCI_RUNTIME' not found"
 
 
 # --- Podman version ----------------------------------------------------------------------------
@@ -79,7 +122,7 @@ default_ulimits = [
 ]
 
 [engine]
-# crun refuses cgroup v1 hybrid mode; there is no systemd for cgroups or the journal.
+# crun where it runs (see above), else runc; there is no systemd for cgroups or the journal.
 runtime = "${OCI_RUNTIME}"
 cgroup_manager = "cgroupfs"
 events_logger = "file"

@@ -7,6 +7,9 @@
 #     nothing creates it on this kind of machine.
 #   * /safe_data/USER (persistent data) and /safe_outputs/USER (results),
 #     private to their user, under root-owned parents.
+#   * Project groups, as a safe haven shares data: /safe_data/PROJECT and
+#     /safe_outputs/PROJECT owned by root and the project group, mode 2770
+#     (setgid: new files belong to the project), holding a 0640 file.
 set -euo pipefail
 # shellcheck source=testbed/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
@@ -74,4 +77,27 @@ for user in "${TESTBED_USERS[@]}"; do
     ensure_dir "/safe_data/$user" 0700 "$uid:$gid"
     ensure_dir "/safe_outputs/$user" 0700 "$uid:$gid"
 done
-log "users: ${TESTBED_USERS[*]}"
+# ensure_project GROUP MEMBER...: the group, its members, and its two 2770 directories
+# with a 0640 file readable by the group only.
+ensure_project() {
+    local group="$1" member
+    shift
+    getent group "$group" >/dev/null || { groupadd "$group"; log "created group $group"; }
+    for member in "$@"; do
+        if ! getent passwd "$member" >/dev/null; then
+            useradd -m -U -s /bin/bash -c "sh-jupyter test project member" "$member"
+            log "created user $member"
+        fi
+        id -nG "$member" | tr ' ' '\n' | grep -qx "$group" || usermod -aG "$group" "$member"
+    done
+    ensure_dir "/safe_data/$group" 2770 "root:$group"
+    ensure_dir "/safe_outputs/$group" 2770 "root:$group"
+    if [[ ! -f "/safe_data/$group/README.txt" ]]; then
+        printf 'project %s data: readable by its members only\n' "$group" >"/safe_data/$group/README.txt"
+    fi
+    chown "root:$group" "/safe_data/$group/README.txt"
+    chmod 0640 "/safe_data/$group/README.txt"
+}
+ensure_project "$TESTBED_PROJECT" "${TESTBED_PROJECT_MEMBERS[@]}"
+ensure_project "$TESTBED_OTHER_PROJECT" "${TESTBED_OTHER_MEMBERS[@]}"
+log "users: ${TESTBED_USERS[*]}; projects: $TESTBED_PROJECT (${TESTBED_PROJECT_MEMBERS[*]}), $TESTBED_OTHER_PROJECT (${TESTBED_OTHER_MEMBERS[*]})"

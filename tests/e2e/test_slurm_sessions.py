@@ -10,51 +10,10 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 import bed
 
 U1, U2 = bed.USERS
-PORTS = "[network]\nport_min = 32000\nport_max = 32999\n"
-
-
-def docs(text: str) -> list[dict]:
-    """The JSON documents `submit --json --wait` prints one after the other."""
-    decoder, out, i = json.JSONDecoder(), [], 0
-    text = text.strip()
-    while i < len(text):
-        obj, end = decoder.raw_decode(text, i)
-        out.append(obj)
-        i = end
-        while i < len(text) and text[i].isspace():
-            i += 1
-    return out
-
-
-@pytest.fixture
-def cfg(testbed) -> str:
-    return bed.write_config(PORTS)
-
-
-@pytest.fixture
-def cleanup():
-    """Cancel whatever a test submitted, even when it fails half-way."""
-    jobs: list[str] = []
-    yield jobs
-    for job in jobs:
-        subprocess.run(["scancel", job], check=False)
-    for job in jobs:
-        bed.wait_for(lambda j=job: bed.job_state(j) not in ("RUNNING", "PENDING", "COMPLETING"),
-                     60, f"job {job} to end")
-
-
-def start(user: str, cfg: str, cleanup: list[str], *args: str) -> tuple[dict, dict]:
-    out = bed.submit(user, "--wait", *args, config=cfg)
-    got = docs(out.stdout)
-    if got:
-        cleanup.append(got[0]["job_id"])
-    assert out.returncode == 0, out.stdout + out.stderr
-    return got[0], got[-1]
+PORTS = bed.E2E_PORTS
 
 
 def _lab_ok(url: str) -> bool:
@@ -69,23 +28,11 @@ def _shutdown(conn: dict) -> None:
     urllib.request.urlopen(req, timeout=10).close()
 
 
-def _card(user: str, session_id: str, cfg: str) -> dict:
-    out = bed.as_user(user, [bed.SH, "--config", cfg, "status", "--json", session_id])
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def _connection(user: str, session_id: str, cfg: str) -> dict:
-    out = bed.as_user(user, [bed.SH, "--config", cfg, "connect", "--json", session_id])
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_submit_wait_connect_and_shut_down(cfg, cleanup):
-    sub, ready = start(U1, cfg, cleanup, "--cpus", "2", "--memory", "2", "--time", "1:00:00")
+    sub, ready = bed.start(U1, cfg, cleanup, "--cpus", "2", "--memory", "2", "--time", "1:00:00")
     assert ready["status"] == "Running"
     assert _lab_ok(ready["connect_url"])
-    card = _card(U1, sub["session_id"], cfg)
+    card = bed.card(U1, sub["session_id"], cfg)
     assert card["status"] == "Running" and card["cpus"] == 2 and card["memory_gib"] == 2
     assert card["message"] == ("JupyterLab is running in Podman container "
                                f"epcc-ces-jupyter-{sub['session_id']}")
@@ -94,10 +41,10 @@ def test_submit_wait_connect_and_shut_down(cfg, cleanup):
     assert subprocess.run(["squeue", "-h", "-j", sub["job_id"], "-o", "%j"], capture_output=True,
                           text=True, check=False).stdout.strip() == "jupyter_app"
 
-    _shutdown(_connection(U1, sub["session_id"], cfg))  # File > Shut Down
+    _shutdown(bed.connection(U1, sub["session_id"], cfg))  # File > Shut Down
     bed.wait_for(lambda: bed.job_state(sub["job_id"]) == "COMPLETED", 60, "job COMPLETED")
     assert f"epcc-ces-jupyter-{sub['session_id']}" not in bed.containers_of(U1)
-    card = _card(U1, sub["session_id"], cfg)
+    card = bed.card(U1, sub["session_id"], cfg)
     assert card["status"] == "Completed" and not card["failed"], card
     with open(os.path.join(sub["session_dir"], "status.json"), encoding="utf-8") as fh:
         status = json.load(fh)
@@ -117,14 +64,14 @@ def _gone_after(user: str, sub: dict, action, within: float) -> float:
 
 def _next_session_starts(user: str, cfg: str, cleanup: list[str]) -> None:
     """After any way of ending, the user's Podman still works (no `podman system migrate`)."""
-    sub, ready = start(user, cfg, cleanup, "--time", "10")
+    sub, ready = bed.start(user, cfg, cleanup, "--time", "10")
     assert ready["status"] == "Running"
     out = bed.as_user(user, [bed.SH, "--config", cfg, "cancel", sub["session_id"]])
     assert out.returncode == 0, out.stderr
 
 
 def test_scancel_removes_the_container_before_killwait(cfg, cleanup):
-    sub, _ = start(U1, cfg, cleanup)
+    sub, _ = bed.start(U1, cfg, cleanup)
     took = _gone_after(U1, sub, lambda: subprocess.run(["scancel", sub["job_id"]], check=True),
                        10)
     assert took < 10  # KillWait on the test bed
@@ -133,13 +80,13 @@ def test_scancel_removes_the_container_before_killwait(cfg, cleanup):
 
 
 def test_sigkilled_supervisor_is_cleaned_by_the_epilog(cfg, cleanup):
-    sub, _ = start(U1, cfg, cleanup)
+    sub, _ = bed.start(U1, cfg, cleanup)
     pid = bed.supervisor_of(U1, sub["session_id"])
     assert pid, "supervisor process not found"
     scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sub['session_id']}"
     assert os.path.isdir(scratch)
     _gone_after(U1, sub, lambda: os.kill(pid, signal.SIGKILL), 60)
-    card = _card(U1, sub["session_id"], cfg)
+    card = bed.card(U1, sub["session_id"], cfg)
     assert card["status"] == "Completed" and card["failed"], card
     # The epilog also removed the scratch and ended the session's orphaned API service.
     bed.wait_for(lambda: not os.path.exists(scratch), 30, "scratch removal")
@@ -157,7 +104,7 @@ def _cmdline(pid: str) -> bytes:
 
 
 def test_walltime_expiry_ends_the_session(cfg, cleanup):
-    sub, _ = start(U1, cfg, cleanup, "--time", "1")
+    sub, _ = bed.start(U1, cfg, cleanup, "--time", "1")
     name = f"epcc-ces-jupyter-{sub['session_id']}"
     bed.wait_for(lambda: name not in bed.containers_of(U1), 150, "walltime teardown",
                  interval=1)
@@ -169,18 +116,18 @@ def test_connection_timeout_cancels_the_job_with_the_reason_on_the_card(testbed,
     cfg = bed.write_config(PORTS + '[session]\nconnection_timeout = 10\n'
                            '[image]\ncommand = ["sh", "-c", "sleep 600"]\n')
     out = bed.submit(U1, "--wait", config=cfg, timeout=120)
-    got = docs(out.stdout)
+    got = bed.docs(out.stdout)
     cleanup.append(got[0]["job_id"])
     assert out.returncode == 3, out.stdout + out.stderr
     assert got[-1]["status"] == "Completed" and got[-1]["failed"]
     bed.wait_for(lambda: bed.job_state(got[0]["job_id"]) == "CANCELLED", 30, "job CANCELLED")
-    card = _card(U1, got[0]["session_id"], cfg)
+    card = bed.card(U1, got[0]["session_id"], cfg)
     assert "did not answer within the connection timeout" in card["reason"], card
 
 
 def test_two_users_two_sessions_each_are_isolated(cfg, cleanup):
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(start, u, cfg, cleanup) for u in (U1, U1, U2, U2)]
+        futures = [pool.submit(bed.start, u, cfg, cleanup) for u in (U1, U1, U2, U2)]
         results = [f.result() for f in futures]
     ports = {int(r[1]["connect_url"].split(":")[2].split("/")[0]) for r in results}
     names = {r[0]["session_id"] for r in results}

@@ -1,0 +1,77 @@
+"""Signals shell: follow a process that is not our child, and turn signals into a readable fd.
+
+While a session runs, the supervisor holds no Podman API service (44 MB and steady CPU per
+session): it follows the container through its conmon process, which outlives the service and
+exits only after it has recorded the container's exit. A pidfd makes that wait free (no polling,
+no thread); signals arrive on a self-pipe, so one `select` sleeps on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+from collections.abc import Iterable
+
+
+class ProcessWatch:
+    """Becomes readable when the process exits (pidfd; /proc polling where there is none)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # Linux < 5.3 or already gone
+            self.fd = os.pidfd_open(pid)
+
+    def gone(self) -> bool:
+        if self.fd is not None:
+            return bool(select.select([self.fd], [], [], 0)[0])
+        return not os.path.exists(f"/proc/{self.pid}")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class SignalPipe:
+    """Records the first of the given signals and wakes a `select` on `fileno()`."""
+
+    def __init__(self, signals: Iterable[signal.Signals]) -> None:
+        self.received = ""
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        for sig in signals:
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame) -> None:
+        self.received = self.received or signal.Signals(signum).name
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._read.recv(64):
+                pass
+
+
+def wait(watch: ProcessWatch | None, signals: SignalPipe, timeout: float) -> None:
+    """Sleep until the watched process exits, a signal arrives or `timeout` passes.
+
+    Returns at once when one of them already happened.
+    """
+    if signals.received or (watch is not None and watch.gone()):
+        return
+    fds: list[int] = [signals.fileno()]
+    if watch is not None and watch.fd is not None:
+        fds.append(watch.fd)
+    elif watch is not None:
+        timeout = min(timeout, 1.0)  # no pidfd: look at /proc once a second
+    with contextlib.suppress(InterruptedError):
+        select.select(fds, [], [], timeout)
+    signals.drain()

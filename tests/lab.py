@@ -1,0 +1,66 @@
+"""JupyterLab as a user's browser drives it: the REST API, and code run in a kernel that
+JupyterLab itself started, over the kernel's websocket (never `podman exec`)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import websocket
+
+
+def api(port: int, token: str, method: str, path: str, body: dict | None = None,
+        base_url: str = "/") -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{base_url}{path.lstrip('/')}",
+                                 method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"token {token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        text = resp.read()
+    return json.loads(text) if text else {}
+
+
+def _message(msg_type: str, content: dict, session: str) -> dict:
+    return {"header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": session,
+                       "username": "test", "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell",
+            "buffers": []}
+
+
+def run_in_kernel(port: int, token: str, code: str, timeout: float = 120,
+                  base_url: str = "/") -> str:
+    """Start a python3 kernel through JupyterLab, run code, return its stdout (and errors as
+    'ERROR name: value' lines); the kernel is shut down afterwards."""
+    kernel = api(port, token, "POST", "api/kernels", {"name": "python3"}, base_url)
+    try:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}{base_url}api/kernels/{kernel['id']}/channels",
+            header=[f"Authorization: token {token}"], timeout=timeout)
+        try:
+            request = _message("execute_request", {"code": code, "silent": False,
+                                                   "store_history": False,
+                                                   "user_expressions": {},
+                                                   "allow_stdin": False,
+                                                   "stop_on_error": True}, uuid.uuid4().hex)
+            ws.send(json.dumps(request))
+            out: list[str] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = json.loads(ws.recv())
+                if msg.get("parent_header", {}).get("msg_id") != request["header"]["msg_id"]:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    out.append(content["text"])
+                elif kind == "error":
+                    out.append(f"ERROR {content['ename']}: {content['evalue']}\n")
+                elif kind == "status" and content["execution_state"] == "idle":
+                    return "".join(out)
+            raise AssertionError(f"the kernel did not finish within {timeout} s: {''.join(out)}")
+        finally:
+            ws.close()
+    finally:
+        api(port, token, "DELETE", f"api/kernels/{kernel['id']}", base_url=base_url)

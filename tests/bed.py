@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 USERS = ("shjuser1", "shjuser2")
 VENV = "/opt/sh-jupyter/venv"
@@ -289,6 +290,11 @@ def connection(user: str, session_id: str, cfg: str) -> dict:
     out = as_user(user, [SH, "--config", cfg, "connect", "--json", session_id])
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def iso_time(stamp: str) -> float:
+    """Seconds since the epoch of a status.json time stamp."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def session_log(session_dir: str) -> str:

@@ -30,27 +30,52 @@ def _message(msg_type: str, content: dict, session: str) -> dict:
             "buffers": []}
 
 
+def _connect(port: int, token: str, kernel_id: str, timeout: float,
+             base_url: str = "/") -> websocket.WebSocket:
+    return websocket.create_connection(
+        f"ws://127.0.0.1:{port}{base_url}api/kernels/{kernel_id}/channels",
+        header=[f"Authorization: token {token}"], timeout=timeout)
+
+
+def _execute(ws: websocket.WebSocket, code: str) -> str:
+    """Send an execute_request; returns its msg_id."""
+    request = _message("execute_request", {"code": code, "silent": False,
+                                           "store_history": False, "user_expressions": {},
+                                           "allow_stdin": False, "stop_on_error": True},
+                       uuid.uuid4().hex)
+    ws.send(json.dumps(request))
+    return request["header"]["msg_id"]
+
+
+def start_in_kernel(port: int, token: str, kernel_id: str, code: str,
+                    base_url: str = "/") -> None:
+    """Start code in a kernel and return while it runs (the kernel stays busy)."""
+    ws = _connect(port, token, kernel_id, 30, base_url)
+    try:
+        msg_id = _execute(ws, code)
+        while True:  # until the kernel says it is busy with our request
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") == msg_id and \
+                    msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+                return
+    finally:
+        ws.close()
+
+
 def run_in_kernel(port: int, token: str, code: str, timeout: float = 120,
                   base_url: str = "/") -> str:
     """Start a python3 kernel through JupyterLab, run code, return its stdout (and errors as
     'ERROR name: value' lines); the kernel is shut down afterwards."""
     kernel = api(port, token, "POST", "api/kernels", {"name": "python3"}, base_url)
     try:
-        ws = websocket.create_connection(
-            f"ws://127.0.0.1:{port}{base_url}api/kernels/{kernel['id']}/channels",
-            header=[f"Authorization: token {token}"], timeout=timeout)
+        ws = _connect(port, token, kernel["id"], timeout, base_url)
         try:
-            request = _message("execute_request", {"code": code, "silent": False,
-                                                   "store_history": False,
-                                                   "user_expressions": {},
-                                                   "allow_stdin": False,
-                                                   "stop_on_error": True}, uuid.uuid4().hex)
-            ws.send(json.dumps(request))
+            msg_id = _execute(ws, code)
             out: list[str] = []
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 msg = json.loads(ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != request["header"]["msg_id"]:
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind, content = msg["msg_type"], msg["content"]
                 if kind == "stream":

@@ -10,15 +10,33 @@ from .durations import format_walltime
 from .session import Status, lab_url
 from .slurm_json import JobInfo
 
+# What a job state means for a session the supervisor could not report on itself.
+_STATE_WORDS = {
+    "NODE_FAIL": "the session ended with its node (node failure, reboot or maintenance)",
+    "BOOT_FAIL": "the session ended with its node (it failed to boot)",
+    "CANCELLED": "the job was cancelled",
+    "TIMEOUT": "the job's walltime ran out",
+    "OUT_OF_MEMORY": "the job ran out of memory",
+    "PREEMPTED": "the job was preempted",
+    "DEADLINE": "the job reached its deadline",
+}
+
+
+def ended_reason(state: str, phase: str) -> str:
+    """Why a session ended, from the job's final state ("" when the job has left the queue)."""
+    if not state:
+        return f"the job is no longer in the queue; the session was {phase}"
+    words = _STATE_WORDS.get(state, "the job ended")
+    return f"{words} ({state}) while the session was {phase}"
+
 
 def card(status: Status, job: JobInfo | None, now: float) -> dict:
     """The card's fields; `status` is one of Queued, Starting, Running, Completed."""
     phase, reason, failed = status.phase, status.reason, status.failed
     if phase != "Completed":
         if job is None or job.finished:
-            state = job.state if job else "no longer in the queue"
             phase, failed = "Completed", True
-            reason = reason or f"the job ended ({state}) while the session was {status.phase}"
+            reason = reason or ended_reason(job.state if job else "", status.phase)
         elif job.state == "PENDING":
             phase = "Queued"
             reason = job.reason if job.reason not in ("None", "") else ""

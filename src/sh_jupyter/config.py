@@ -76,7 +76,8 @@ def _name(v: str) -> str | None:
     return None if ok else "must be letters, digits, '.', '_' or '-'"
 
 
-def _base_url(v: str) -> str | None:
+def check_base_url(v: str) -> str | None:
+    """What is wrong with a base URL (None when it is fine)."""
     if not (v.startswith("/") and v.endswith("/")):
         return "must start and end with '/'"
     rest = v.replace("{host}", "").replace("{port}", "")
@@ -84,13 +85,14 @@ def _base_url(v: str) -> str | None:
         else None
 
 
-_OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
+# Variables sh-jupyter sets in the container itself: site config and launchers cannot override.
+OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
             "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
             "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
 
 
 def _copyable_env(v: list[str]) -> str | None:
-    bad = [n for n in v if n in _OWN_ENV or not n.replace("_", "a").isalnum()]
+    bad = [n for n in v if n in OWN_ENV or not n.replace("_", "a").isalnum()]
     return f"cannot copy {bad}: set by sh-jupyter itself or not a variable name" if bad else None
 
 
@@ -118,8 +120,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "(template)", _required_path_template),
         "batch_script": Key("str", "/usr/libexec/sh-jupyter/jupyter_app.sbatch", "the batch "
                             "script sessions run (it execs `sh-jupyter run`)", _abs_path),
-        "idle_timeout": Key("int", 0, "seconds without kernel or terminal activity after which "
-                            "JupyterLab shuts itself down (0: never)", _range(0, 7 * 86400)),
+        "idle_timeout": Key("int", 0, "seconds without activity (no kernel, no open terminal, "
+                            "no use of JupyterLab) after which the session ends; kernels no "
+                            "notebook is connected to are culled after the same time; checked "
+                            "every health_interval (0: never)", _range(0, 7 * 86400)),
         "stop_timeout": Key("int", 5, "seconds between SIGTERM and SIGKILL when stopping the "
                             "container (keep well below Slurm's KillWait)", _range(1, 60)),
         "health_interval": Key("int", 60, "seconds between HTTP health checks of a running "
@@ -134,7 +138,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        "the server options (--port, --ServerApp.*) to it", _nonempty),
         "base_url": Key("str", "/", "JupyterLab base URL; {host} and {port} are filled in (OOD's "
                         "node proxy: /node/{host}/{port}/)",
-                        _base_url),
+                        check_base_url),
         "root_dir": Key("str", "/", "JupyterLab root directory: '/' so the file browser "
                         "reaches every mount", _abs_path),
         "preferred_dir": Key("str", "/mnt/jupyter_host", "directory the file browser opens in",

@@ -77,7 +77,7 @@ def wait_until_ready(container, bind_address: str, port: int, base_url: str, tok
     """Poll HTTP until JupyterLab answers; fail fast when the container exits.
 
     The exit is seen on conmon's pidfd, so polling costs no Podman API calls while JupyterLab
-    boots; a signal (scancel) ends the wait at once.
+    boots; a signal (scancel) ends the wait at once. An empty token skips the token check.
     """
     host = ports.probe_address(bind_address)
     while not readiness.api_answers(host, port, base_url, timeout=2.0):
@@ -89,10 +89,21 @@ def wait_until_ready(container, bind_address: str, port: int, base_url: str, tok
             raise ConnectionTimeout("JupyterLab did not answer within the connection timeout "
                                     f"({last_log_lines(container, 3) or 'no output'})")
         follow.wait(watch, signals, interval)
+    if not token:  # the launcher's command authenticates by itself
+        return
     status = readiness.auth_status(host, port, base_url, token)
     if status != 200:
         raise SessionFailure(f"JupyterLab answers but refuses the session token (HTTP {status}); "
                              "the image must honour JUPYTER_TOKEN")
+
+
+class ExitedEarly(SessionFailure):
+    """The container ended before JupyterLab answered; the supervisor says why."""
+
+    def __init__(self, facts: ExitFacts, last_lines: str) -> None:
+        super().__init__(f"JupyterLab exited during start-up (status {facts.exit_code})")
+        self.facts = facts
+        self.last_lines = last_lines
 
 
 def _fail_exited(container) -> None:
@@ -102,9 +113,7 @@ def _fail_exited(container) -> None:
     if any(m in logs.lower() for m in IN_USE_MARKERS):
         raise PortInUse(logs)
     say(f"JupyterLab's last output: {logs or '(none)'}")
-    code = container.attrs.get("State", {}).get("ExitCode")
-    raise SessionFailure(f"JupyterLab exited during start-up (status {code}): "
-                         f"{last_log_lines(container, 2) or '(no output)'}")
+    raise ExitedEarly(_facts(container.attrs.get("State", {})), last_log_lines(container, 2))
 
 
 def conmon_pid(container) -> int:
@@ -118,7 +127,10 @@ def conmon_pid(container) -> int:
 
 def exit_facts(client: PodmanClient, name: str) -> ExitFacts:
     """Inspect the container once it is no longer followed (NotFound if it is gone)."""
-    state = client.containers.get(name).attrs.get("State", {})
+    return _facts(client.containers.get(name).attrs.get("State", {}))
+
+
+def _facts(state: dict) -> ExitFacts:
     code = state.get("ExitCode")
     return ExitFacts(status=str(state.get("Status", "")),
                      exit_code=int(code) if isinstance(code, int) else None,

@@ -18,7 +18,7 @@ class ExitFacts:
 
     status: str  # "exited", "stopped", "running", ...
     exit_code: int | None
-    oom_killed: bool = False
+    oom_killed: bool | None = False  # None: nothing could tell (no record either way)
     pid: int = 0  # the container's init process while it runs
 
 
@@ -29,15 +29,23 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def reason(facts: ExitFacts, memory_gib: int = 0) -> str:
-    """The card's one-line reason for a container that ended on its own."""
-    limit = f" (the session's memory is {memory_gib} GiB)" if memory_gib else ""
+def reason(facts: ExitFacts, memory_gib: int = 0, starting: bool = False,
+           last_lines: str = "") -> str:
+    """The card's one-line reason for a container that ended on its own.
+
+    During start-up a plain exit carries JupyterLab's last lines (a bad command or a missing
+    package says why there); afterwards they stay in output.log.
+    """
+    when = " during start-up" if starting else ""
     if facts.oom_killed:
-        return f"JupyterLab was killed by the out-of-memory killer{limit}; see output.log"
+        limit = f" (the session's memory is {memory_gib} GiB)" if memory_gib else ""
+        return f"JupyterLab was killed by the out-of-memory killer{when}{limit}; see output.log"
     code = facts.exit_code
     if code is None:
-        return "JupyterLab ended and Podman could not say how; see output.log"
+        return f"JupyterLab ended{when} and Podman could not say how; see output.log"
     if code > 128:
-        return f"JupyterLab was killed by {_signal_name(code - 128)} (not out of memory); " \
-               "see output.log"
+        known = " (not out of memory)" if facts.oom_killed is False else ""
+        return f"JupyterLab was killed by {_signal_name(code - 128)}{when}{known}; see output.log"
+    if starting:
+        return f"JupyterLab exited during start-up (status {code}): {last_lines or '(no output)'}"
     return f"JupyterLab exited with status {code}; see output.log"

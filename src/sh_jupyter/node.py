@@ -111,6 +111,15 @@ class Node:
         for proc in alive:
             proc.kill()
 
+    def remove_runtime_files(self) -> None:
+        """Delete this session's API socket and its log (a killed supervisor leaves them; on a
+        node that runs for months nothing of a finished session may pile up)."""
+        socket_path = podman_args.service_socket(self.cfg, self.ctx)
+        for path in (socket_path, socket_path + ".log"):
+            if os.path.lexists(path):
+                os.unlink(path)
+                self.log(f"removed {path}")
+
     def remove_scratch(self) -> None:
         """Delete this session's ephemeral directories, as the user (podman unshare also
         removes files owned by the user's sub-ids)."""
@@ -140,9 +149,13 @@ def epilog(job: Job, cfg: config_mod.Config, log) -> int:
     node = Node(job, cfg, log)
     start = time.monotonic()
     ok = True
-    if os.path.isdir(node.runtime) and shutil.which("podman", path=PATH):
+    if shutil.which("podman", path=PATH):
+        # After a reboot (maintenance) /run/user/UID is gone but the container's record is
+        # not: recreate the runtime dir so the user's Podman can find and remove it.
+        node.ensure_runtime_dir()
         ok = node.remove_containers()
     node.end_stray_processes()
+    node.remove_runtime_files()
     node.remove_scratch()
     log(f"cleanup {'done' if ok else 'FAILED'} in {time.monotonic() - start:.2f} s")
     return 0 if ok else 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import __version__
 from .config import Config, Mount, normalize
@@ -51,6 +51,10 @@ class SessionFacts:
     ulimits: tuple[tuple[str, int, int], ...] = ()
     # crun keeps the user's supplementary groups (group-shared project data stays readable).
     keep_groups: bool = False
+    # A launcher's command (replacing image.command) and its extra environment (its secrets
+    # among them: they travel in the API request, never in argv).
+    command: tuple[str, ...] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -59,12 +63,13 @@ def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMou
                       m.create, m.required, m.ephemeral) for m in mounts]
 
 
-def jupyter_command(cfg: Config, port: int, base_url: str = "/") -> list[str]:
+def jupyter_command(cfg: Config, port: int, base_url: str = "/",
+                    command: tuple[str, ...] = ()) -> list[str]:
     """JupyterLab's command line; it carries no secret (the token travels in the environment)."""
     root, preferred = cfg["image.root_dir"], cfg["image.preferred_dir"]
     host_net = cfg["podman.network"] == "host"
     cmd = [
-        *cfg["image.command"], "--allow-root", "--no-browser",
+        *(command or cfg["image.command"]), "--allow-root", "--no-browser",
         f"--ip={cfg['network.bind_address']}" if host_net else "--ip=0.0.0.0",
         f"--port={port}",
         "--ServerApp.port_retries=0",
@@ -76,10 +81,12 @@ def jupyter_command(cfg: Config, port: int, base_url: str = "/") -> list[str]:
         cmd.append(f"--FileContentsManager.preferred_dir={'' if rel == '.' else rel}")
     idle = cfg["session.idle_timeout"]
     if idle:
-        cmd += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
-                f"--MappingKernelManager.cull_idle_timeout={idle}",
-                "--MappingKernelManager.cull_interval=60",
-                f"--TerminalManager.cull_inactive_timeout={idle}"]
+        # The session's end on idle is the supervisor's (see activity.py). JupyterLab culls
+        # idle kernels no notebook is connected to, which lets a forgotten session become
+        # idle; terminals are never culled (a silent long command in one is the user's work),
+        # so an open terminal keeps the session.
+        cmd += [f"--MappingKernelManager.cull_idle_timeout={idle}",
+                "--MappingKernelManager.cull_interval=60"]
     return cmd
 
 
@@ -91,6 +98,7 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
     the persistent mount makes `pip install` survive into the next session, as the seed advises.
     """
     env = {
+        **facts.extra_env,
         "JUPYTER_TOKEN": secret,
         "HOME": "/root",
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
@@ -132,7 +140,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
     kwargs: dict = {
         "image": cfg["image.name"],
         "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
-        "command": jupyter_command(cfg, port, facts.base_url),
+        "command": jupyter_command(cfg, port, facts.base_url, facts.command),
         "environment": environment(cfg, facts, secret, job_env,
                                    [m for m in mounts if m.source in present]),
         "labels": labels(facts),

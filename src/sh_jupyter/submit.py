@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from .card import card
@@ -13,6 +14,7 @@ from .config import DEFAULT_PATH, ENV_VAR, Config
 from .durations import format_walltime
 from .errors import SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
+from .launch import ENV_FILE, LaunchOptions, write_env
 from .request import SessionRequest
 from .scheduler import Scheduler
 from .session import (
@@ -47,6 +49,9 @@ def sbatch_options(cfg: Config, req: SessionRequest, session_dir: str) -> list[s
         f"--output={os.path.join(session_dir, LOG_FILE)}",
         "--open-mode=append",
         f"--time={format_walltime(req.walltime)}",
+        # An interactive session that lost its node ends (NODE_FAIL): rerun in the same
+        # session directory it would restart behind the user's back.
+        "--no-requeue",
         "--nodes=1", "--ntasks=1", f"--cpus-per-task={req.cpus}",
         f"--mem={req.memory_gib}G",
     ]
@@ -61,15 +66,23 @@ def sbatch_options(cfg: Config, req: SessionRequest, session_dir: str) -> list[s
 
 
 def submit(cfg: Config, req: SessionRequest, scheduler: Scheduler, user: str, home: str,
-           uid: int) -> Submitted:
-    """Create the session directory, write its files, submit; undo the directory on refusal."""
+           uid: int, launch: LaunchOptions | None = None,
+           environment: Mapping[str, str] | None = None) -> Submitted:
+    """Create the session directory, write its files, submit; undo the directory on refusal.
+
+    A launcher's `environment` (its secrets) goes to a 0600 file the supervisor deletes on
+    reading; nothing of it reaches sbatch's command line, environment or the job script.
+    """
     session_id = new_session_id()
     root = sessions_root(cfg, user, home, uid)
     ensure_user_dir(root, uid)
     session_dir = os.path.join(root, session_id)
     ensure_private_dir(session_dir, uid)
-    write_private(os.path.join(session_dir, REQUEST_FILE),
-                  json.dumps({**req.to_dict(), "config": cfg.path}, indent=2) + "\n")
+    record = {**req.to_dict(), "config": cfg.path}
+    if launch is not None and launch != LaunchOptions():
+        record["launch"] = launch.to_dict()
+    write_private(os.path.join(session_dir, REQUEST_FILE), json.dumps(record, indent=2) + "\n")
+    write_env(session_dir, environment or {})
     status = Status(session_id=session_id, phase="Queued", created_at=now_iso(),
                     cpus=req.cpus, memory_gib=req.memory_gib, walltime=req.walltime,
                     connection_timeout=cfg["session.connection_timeout"])
@@ -78,8 +91,9 @@ def submit(cfg: Config, req: SessionRequest, scheduler: Scheduler, user: str, ho
         job_id = scheduler.submit(sbatch_options(cfg, req, session_dir),
                                   cfg["session.batch_script"])
     except SessionFailure:
-        for name in (REQUEST_FILE, STATUS_FILE):
-            os.unlink(os.path.join(session_dir, name))
+        for name in (REQUEST_FILE, STATUS_FILE, ENV_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(session_dir, name))
         os.rmdir(session_dir)
         raise
     # The supervisor may already have written a newer status: only add the job id to ours.

@@ -8,6 +8,7 @@ failure) removes the container and the session's scratch before exiting.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -17,20 +18,33 @@ import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Callable
 
 from podman.errors import NotFound, PodmanError
 from requests.exceptions import RequestException
 
+from . import (
+    activity,
+    cgroups,
+    exits,
+    follow,
+    launch,
+    oci_runtime,
+    podman_args,
+    ports,
+    readiness,
+)
 from . import container as ctr
-from . import exits, follow, oci_runtime, podman_args, ports, readiness
 from .config import Config
-from .errors import EXIT_SESSION_FAILED, SessionFailure
+from .errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
+from .launch import LaunchOptions
 from .podman_service import PodmanService, podman_env
 from .progress import say
 from .session import (
     CONNECTION_FILE,
+    REQUEST_FILE,
     STATUS_FILE,
     Status,
     connection_yaml,
@@ -60,21 +74,6 @@ class RunRequest:
     walltime: int = 0
     job_env: Mapping[str, str] = field(default_factory=dict)
     on_timeout: Callable[[str], None] | None = None  # Slurm mode: the job cancels itself
-
-
-def _cgroup_limits_possible() -> bool:
-    """True when rootless Podman can apply CPU/memory limits (delegated cgroup v2).
-
-    On cgroup v1 rootless limits are ignored; the Slurm job's cgroup, which contains the
-    container, is what limits it then.
-    """
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return False
-    own = read_text("/proc/self/cgroup") or ""
-    path = own.strip().rsplit(":", 1)[-1] if own.startswith("0::") else ""
-    directory = f"/sys/fs/cgroup{path}"
-    controllers = read_text(os.path.join(directory, "cgroup.controllers")) or ""
-    return os.access(directory, os.W_OK) and "memory" in controllers.split()
 
 
 def _job_ulimits() -> tuple[tuple[str, int, int], ...]:
@@ -110,11 +109,16 @@ class Supervisor:
         self.mounts: list[HostMount] = []
         self.present: set[str] = set()
         self.keep_groups = False
+        self.secret = ""  # JupyterLab's token: health checks read its own activity report
+        self.oom_baseline: int | None = None  # the job cgroup's OOM kills before the container
+        self.launch = LaunchOptions()  # a launcher's command, base URL and auth (request.json)
+        self.extra_env: dict[str, str] = {}  # a launcher's secrets: never written anywhere
         self.start_clock = 0.0  # when the container was started: the connection timeout's zero
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
 
     def _base(self, port: int) -> str:
-        return resolve_base_url(self.cfg["image.base_url"], self.host, port)
+        return resolve_base_url(self.launch.base_url or self.cfg["image.base_url"], self.host,
+                                port)
 
     @property
     def stop_signal(self) -> str:
@@ -176,8 +180,21 @@ class Supervisor:
             self.timed_out = isinstance(failure, ctr.ConnectionTimeout)
             return EXIT_SESSION_FAILED
 
+    def _read_launch(self) -> None:
+        """A launcher's options (request.json) and secrets (taken from their file at once)."""
+        self.extra_env = launch.take_env(self.req.session_dir)
+        text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
+        try:
+            data = json.loads(text) if text else {}
+            self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict) else {})
+        except (ValueError, UsageError) as exc:
+            raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        if self.launch.command:
+            say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
     def _start(self) -> None:
         cfg, req = self.cfg, self.req
+        self._read_launch()
         env = podman_env(req.uid, req.job_env)
         choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
                                     oci_runtime.node_facts(env["PATH"]))
@@ -190,7 +207,7 @@ class Supervisor:
         say(f"OCI runtime: {choice.why}")
         if choice.warning:
             say(f"warning: {choice.warning}")
-        secret = new_secret()
+        secret = self.secret = new_secret()
         self.present = self._prepare_mounts()
         self.client = self.service.wait_ready()
         if not self.client.images.exists(cfg["image.name"]):
@@ -229,7 +246,7 @@ class Supervisor:
         bind = cfg["network.bind_address"]
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
         if apply_limits is None:
-            apply_limits = _cgroup_limits_possible()
+            apply_limits = cgroups.limits_possible()
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
                                      cfg["network.port_attempts"]):
@@ -237,10 +254,12 @@ class Supervisor:
                 tried.append(port)
                 continue
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
-                                 self._base(port), _job_ulimits(), self.keep_groups)
+                                 self._base(port), _job_ulimits(), self.keep_groups,
+                                 self.launch.command, self.extra_env)
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
                                    self.present)
             self.start_clock = time.monotonic()
+            self.oom_baseline = cgroups.oom_kills()
             try:
                 container = ctr.create_and_start(self.client, kwargs)
             except ctr.PortInUse:
@@ -259,10 +278,25 @@ class Supervisor:
         self.watch = follow.ProcessWatch(pid)
 
     def _ready(self, container, port: int, secret: str) -> None:
-        ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
-                             self._base(port), secret,
-                             self.start_clock + self.cfg["session.connection_timeout"],
-                             self.watch, self.signals)
+        try:
+            ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
+                                 self._base(port),
+                                 secret if self.launch.auth == "token" else "",
+                                 self.start_clock + self.cfg["session.connection_timeout"],
+                                 self.watch, self.signals)
+        except ctr.ExitedEarly as early:
+            raise SessionFailure(exits.reason(self._with_oom(early.facts),
+                                              self.req.memory_gib, starting=True,
+                                              last_lines=early.last_lines)) from None
+
+    def _with_oom(self, facts: exits.ExitFacts) -> exits.ExitFacts:
+        """Podman's OOM record, or the job cgroup's when Podman cannot see one (cgroup v1)."""
+        if facts.oom_killed:
+            return facts
+        now = cgroups.oom_kills()
+        if now is None or self.oom_baseline is None:
+            return replace(facts, oom_killed=None)  # no record either way: say nothing
+        return replace(facts, oom_killed=now > self.oom_baseline)
 
     def _connect(self, container, port: int, secret: str) -> None:
         """Wait for readiness, retrying another port if JupyterLab itself could not bind."""
@@ -313,7 +347,8 @@ class Supervisor:
         return True
 
     def _supervise(self) -> int:
-        """Sleep until conmon exits or a signal comes; check JupyterLab's health meanwhile."""
+        """Sleep until conmon exits or a signal comes; check JupyterLab's health meanwhile,
+        and end the session when it has been idle for session.idle_timeout."""
         host = ports.probe_address(self.cfg["network.bind_address"])
         interval = self.cfg["session.health_interval"]
         failures = 0
@@ -323,22 +358,47 @@ class Supervisor:
                     and time.monotonic() < next_check:
                 follow.wait(self.watch, self.signals, next_check - time.monotonic())
             if self.stop_signal or self.watch.gone():
-                if not self._ensure_service():
-                    raise SessionFailure("the session ended but Podman's API service could not "
-                                         "be started to stop the container")
-                code = self._ended(host)
+                code = self._ended()
                 if code is not None:
                     return code
                 continue
-            if readiness.api_answers(host, self.status.port, self.status.base_url):
-                failures = 0
-                self._save(replace(self.status, checked_at=now_iso()))
+            port, base = self.status.port, self.status.base_url
+            # With the launcher's own auth (JupyterHub) our token opens nothing: only the
+            # unauthenticated /api answers, and there is no activity report to judge idling.
+            report = readiness.server_status(host, port, base, self.secret) \
+                if self.launch.auth == "token" else None
+            if report is None and not readiness.api_answers(host, port, base):
+                failures += 1
+                say(f"health check failed ({failures} in a row): JupyterLab does not answer")
                 continue
-            failures += 1
-            say(f"health check failed ({failures} in a row): JupyterLab's /api does not answer")
+            failures = 0
+            self._save(replace(self.status, checked_at=now_iso()))
+            idle = self._idle_for(host, report) if report is not None else None
+            if idle is not None:
+                reason = (f"ended after {idle:.0f} s without activity "
+                          f"(session.idle_timeout = {self.cfg['session.idle_timeout']} s)")
+                say(f"JupyterLab is idle: {reason}")
+                self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
+                return 0
 
-    def _ended(self, host: str) -> int | None:
+    def _idle_for(self, host: str, report: dict) -> float | None:
+        """Seconds idle when that reaches session.idle_timeout, else None."""
+        limit = self.cfg["session.idle_timeout"]
+        if not limit or report.get("kernels"):
+            return None
+        now = datetime.now(timezone.utc)
+        if activity.idle_seconds(report, 0, now) < limit:
+            return None  # ask for terminals only when it may be idle
+        terminals = readiness.terminal_count(host, self.status.port, self.status.base_url,
+                                             self.secret)
+        idle = activity.idle_seconds(report, terminals, now)
+        return idle if idle is not None and idle >= limit else None
+
+    def _ended(self) -> int | None:
         """The session is ending: say why. None when it was only conmon that went away."""
+        if not self._ensure_service():
+            raise SessionFailure("the session ended but Podman's API service could not be "
+                                 "started to stop the container")
         try:
             facts = ctr.exit_facts(self.client, self.name)
         except NotFound:
@@ -355,12 +415,14 @@ class Supervisor:
             self._release_service()
             return None
         if facts.exit_code == 0:
-            say("JupyterLab was shut down (File > Shut Down or idle timeout); ending the session")
+            say("JupyterLab was shut down (File > Shut Down); ending the session")
             self._save(self.status.advance("Completed", ended_at=now_iso()))
             return 0
+        facts = self._with_oom(facts)
         logs = ctr.last_log_lines(self.client.containers.get(self.name))
-        say(f"JupyterLab ended: status {facts.exit_code}, out-of-memory kill: "
-            f"{'yes' if facts.oom_killed else 'no'}; its last output: {logs or '(none)'}")
+        oom = {True: "yes", False: "no", None: "unknown"}[facts.oom_killed]
+        say(f"JupyterLab ended: status {facts.exit_code}, out-of-memory kill: {oom}; "
+            f"its last output: {logs or '(none)'}")
         raise SessionFailure(exits.reason(facts, self.req.memory_gib))
 
     # -- teardown ----------------------------------------------------------------------

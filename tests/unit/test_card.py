@@ -46,6 +46,16 @@ def test_job_that_vanished_or_ended_without_a_word_is_a_failure_with_reason():
     assert "no longer in the queue" in gone["reason"]
     timeout = card(status("Starting"), job("TIMEOUT"), NOW)
     assert timeout["failed"] and "TIMEOUT" in timeout["reason"]
+    assert "walltime ran out" in timeout["reason"]
+
+
+def test_a_node_that_went_down_is_named_on_the_card():
+    down = card(status("Running"), job("NODE_FAIL"), NOW)
+    assert down["failed"] and down["reason"] == (
+        "the session ended with its node (node failure, reboot or maintenance) (NODE_FAIL) "
+        "while the session was Running")
+    odd = card(status("Running"), job("SPECIAL_EXIT"), NOW)
+    assert odd["reason"] == "the job ended (SPECIAL_EXIT) while the session was Running"
 
 
 def test_completed_status_is_kept_as_written():

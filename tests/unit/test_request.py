@@ -34,7 +34,7 @@ def test_sbatch_options_carry_the_request_and_never_a_generated_script():
     opts = sbatch_options(CFG, req, "/h/s/abc")
     assert "--job-name=jupyter_app" in opts and "--chdir=/h/s/abc" in opts
     assert "--output=/h/s/abc/output.log" in opts and "--time=01:30:00" in opts
-    assert "--cpus-per-task=4" in opts and "--mem=16G" in opts
+    assert "--cpus-per-task=4" in opts and "--mem=16G" in opts and "--no-requeue" in opts
     assert "--partition=gpu" in opts and "--gres=gpu:1" in opts
     assert not any(o.startswith("--export") for o in opts)
     site = config.parse("", "/etc/other/config.toml")

@@ -217,9 +217,9 @@ def test_no_idle_flags_by_default() -> None:
 def test_idle_timeout_flags() -> None:
     cfg = config.parse("[session]\nidle_timeout = 3600\n")
     cmd = jupyter_command(cfg, PORT)
-    assert flag(cmd, "ServerApp.shutdown_no_activity_timeout") == ["3600"]
+    assert flag(cmd, "ServerApp.shutdown_no_activity_timeout") == []  # the supervisor's job
     assert flag(cmd, "MappingKernelManager.cull_idle_timeout") == ["3600"]
-    assert flag(cmd, "TerminalManager.cull_inactive_timeout") == ["3600"]
+    assert flag(cmd, "TerminalManager.cull_inactive_timeout") == []  # open terminals stay
     assert flag(cmd, "MappingKernelManager.cull_interval") == ["60"]
 
 

@@ -83,16 +83,25 @@ class Node:
             raise RuntimeError(f"podman ps failed: {out.stderr.strip()}")
         return out.stdout.split()
 
-    def remove_containers(self) -> bool:
-        """Remove this job's containers; True when a re-listing finds none left."""
-        ids = self.job_containers()
-        if ids:
-            stop = str(self.cfg["session.stop_timeout"])
-            out = self.podman("rm", "-f", "-t", stop, *ids, timeout=STEP_TIMEOUT + 30)
-            self.log(f"removed containers {' '.join(ids)} (rc {out.returncode})")
+    def remove_containers(self, attempts: int = 3) -> bool:
+        """Remove this job's containers; True when a re-listing finds none left.
+
+        When Slurm has already killed the job's processes (a SIGKILLed supervisor: the whole
+        step goes), Podman 4.3 cannot stop a crun container whose process is gone ("kill
+        container: No such process") and gives up, but marks it exited: the next attempt
+        removes it. So cleanup re-checks its own work and tries again.
+        """
+        stop = str(self.cfg["session.stop_timeout"])
         left = self.job_containers()
-        if left:
-            self.log(f"containers still present: {' '.join(left)}")
+        for _attempt in range(attempts):
+            if not left:
+                return True
+            out = self.podman("rm", "-f", "-t", stop, *left, timeout=STEP_TIMEOUT + 30)
+            why = out.stderr.strip().splitlines()[-1:] if out.returncode else []
+            self.log(f"removed containers {' '.join(left)} (rc {out.returncode})"
+                     + (f": {why[0]}" if why else ""))
+            left = self.job_containers()
+        self.log(f"containers still present: {' '.join(left)}")
         return not left
 
     def end_stray_processes(self) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, commands
+from . import __version__, users
 from . import config as config_mod
 from .errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
 from .session import is_session_id, new_session_id
@@ -112,7 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     env = dict(os.environ)
-    user = commands.session_user()
+    user = users.session_user()
     job_id = env.get("SLURM_JOB_ID", "")
     if not args.local and not job_id:
         raise UsageError("SLURM_JOB_ID", "", "not in a Slurm job; use `sh-jupyter run --local`")
@@ -133,31 +133,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              "its name must be the session id (a UUID)")
     cpus = args.cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
     memory = args.memory or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
-    on_timeout = None
-    walltime = 0
+    on_timeout = walltime = None
     if not args.local:
-        # The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives the
-        # job no SLURM_JOB_END_TIME); one squeue at start-up.
         from .scheduler import get_scheduler
-        try:
+
+        def walltime() -> int:
+            """The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives
+            the job no SLURM_JOB_END_TIME): asked once JupyterLab runs, off the path to it."""
             job = get_scheduler().job(job_id)
-        except SessionFailure:
-            job = None
-        walltime = job.time_limit if job and job.time_limit else 0
+            return job.time_limit if job and job.time_limit else 0
 
         def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
             get_scheduler().cancel(job_id)
     req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
                      uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
-                     memory_gib=memory, walltime=walltime, job_env=env, on_timeout=on_timeout)
+                     memory_gib=memory, walltime_lookup=walltime, job_env=env,
+                     on_timeout=on_timeout)
     return Supervisor(cfg, req).run()
 
 
+def _handler(command: str):
+    """The command's function; the submit side's modules load only for its commands, so the
+    supervisor (`run`, on the path to Connect) does not pay for them."""
+    own = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor}
+    if command in own:
+        return own[command]
+    from . import commands
+
+    return commands.COMMANDS[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor, **commands.COMMANDS}
     args = build_parser().parse_args(argv)
     try:
-        return handlers[args.command](args)
+        return _handler(args.command)(args)
     except UsageError as exc:
         sys.stderr.write(f"sh-jupyter: {exc}\n")
         return EXIT_USAGE

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import time
 
 from . import config as config_mod
@@ -16,18 +15,7 @@ from .errors import EXIT_SESSION_FAILED, UsageError
 from .scheduler import get_scheduler
 from .session import is_session_id, lab_url
 from .submit import connection, current_card, follow, load_status, sessions_root, submit
-
-
-def current_user() -> pwd.struct_passwd:
-    return pwd.getpwuid(os.getuid())
-
-
-def session_user() -> pwd.struct_passwd:
-    """The invoking user, who must not be root: sessions run as the user they belong to."""
-    me = current_user()
-    if me.pw_uid == 0:
-        raise UsageError("user", "root", "sessions run as the user they belong to, never root")
-    return me
+from .users import current_user, session_user
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:

@@ -9,25 +9,18 @@ from __future__ import annotations
 import contextlib
 import time
 
-from podman.errors import APIError, NotFound
+from podman.errors import APIError, NotFound, PodmanError
+from requests.exceptions import RequestException
 
 from podman import PodmanClient
 
 from . import follow, ports, readiness
-from .errors import SessionFailure
+from .errors import ConnectionTimeout, PortInUse, SessionFailure
 from .exits import ExitFacts
 from .progress import say
 from .spec import LABEL_SESSION, LABEL_USER
 
 IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
-
-
-class ConnectionTimeout(SessionFailure):
-    """JupyterLab did not answer within the connection timeout (the job cancels itself)."""
-
-
-class PortInUse(Exception):
-    """The chosen port was taken between the bind test and the container's bind."""
 
 
 def last_log_lines(container, count: int = 8) -> str:
@@ -56,9 +49,30 @@ def remove_leftover(client: PodmanClient, name: str, session_id: str, user: str)
     return True
 
 
-def create_and_start(client: PodmanClient, kwargs: dict):
+# podman-py's errors and the transport's: the API service went away or refused mid-call.
+API_ERRORS = (PodmanError, RequestException)
+
+
+def create(client: PodmanClient, kwargs: dict, store: str, session_id: str, user: str):
+    """Create the container, asking Podman nothing beforehand (each call is a round trip on
+    the way to Connect): a missing image or a leftover of the same name shows in the error."""
+    try:
+        return client.containers.create(**kwargs)
+    except APIError as exc:
+        text = str(exc).lower()
+        if isinstance(exc, NotFound) or "image not known" in text:
+            raise SessionFailure(f"image {kwargs['image']} is not in the image store {store} "
+                                 "(it is never pulled; the site must publish it)") from None
+        if "already in use" not in text or not remove_leftover(client, kwargs["name"],
+                                                                 session_id, user):
+            raise SessionFailure(f"Podman could not create the container: {exc}") from None
+    return client.containers.create(**kwargs)
+
+
+def create_and_start(client: PodmanClient, kwargs: dict, store: str, session_id: str,
+                     user: str):
     """Create and start; PortInUse if Podman could not publish the port."""
-    container = client.containers.create(**kwargs)
+    container = create(client, kwargs, store, session_id, user)
     try:
         container.start()
     except APIError as exc:
@@ -125,9 +139,12 @@ def conmon_pid(container) -> int:
     return pid
 
 
-def exit_facts(client: PodmanClient, name: str) -> ExitFacts:
-    """Inspect the container once it is no longer followed (NotFound if it is gone)."""
-    return _facts(client.containers.get(name).attrs.get("State", {}))
+def exit_facts(client: PodmanClient, name: str) -> ExitFacts | None:
+    """Inspect the container once it is no longer followed (None if it is gone)."""
+    try:
+        return _facts(client.containers.get(name).attrs.get("State", {}))
+    except NotFound:
+        return None
 
 
 def _facts(state: dict) -> ExitFacts:

@@ -24,3 +24,11 @@ class UsageError(Exception):
 
 class SessionFailure(Exception):
     """A started session that cannot go on; the message is the reason shown to the user."""
+
+
+class ConnectionTimeout(SessionFailure):
+    """JupyterLab did not answer within the connection timeout (the job cancels itself)."""
+
+
+class PortInUse(Exception):
+    """The chosen port was taken between the bind test and the container's bind."""

@@ -20,10 +20,11 @@ def write_private(path: str, text: str) -> None:
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", text=True)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp creates 0600
+        # mkstemp creates 0600. No fsync: rename is atomic for readers, which is what counts
+        # (a session's files do not outlive a crash of its node in any useful way), and each
+        # fsync is milliseconds on the way to Connect.
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

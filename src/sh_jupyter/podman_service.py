@@ -14,11 +14,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping
-
-from podman import PodmanClient
+from typing import TYPE_CHECKING
 
 from .errors import SessionFailure
 from .files import ensure_private_dir
+
+if TYPE_CHECKING:
+    from podman import PodmanClient
 
 
 def runtime_dir(uid: int, environ: Mapping[str, str]) -> str:
@@ -79,6 +81,8 @@ class PodmanService:
 
     def client(self) -> PodmanClient:
         """A client whose every call is bounded by the configured API timeout."""
+        from podman import PodmanClient  # ~80 ms: imported while the service boots
+
         return PodmanClient(base_url=self.uri, timeout=self.api_timeout)
 
     def wait_ready(self, deadline_s: float = 20.0) -> PodmanClient:

@@ -15,14 +15,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
-
-from podman.errors import NotFound, PodmanError
-from requests.exceptions import RequestException
 
 from . import (
     activity,
@@ -35,9 +33,8 @@ from . import (
     ports,
     readiness,
 )
-from . import container as ctr
 from .config import Config
-from .errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
+from .errors import EXIT_SESSION_FAILED, ConnectionTimeout, PortInUse, SessionFailure, UsageError
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from .launch import LaunchOptions
 from .podman_service import PodmanService, podman_env
@@ -72,6 +69,7 @@ class RunRequest:
     cpus: int = 0
     memory_gib: int = 0
     walltime: int = 0
+    walltime_lookup: Callable[[], int] | None = None  # asked after Running when walltime is 0
     job_env: Mapping[str, str] = field(default_factory=dict)
     on_timeout: Callable[[str], None] | None = None  # Slurm mode: the job cancels itself
 
@@ -85,6 +83,19 @@ def _job_ulimits() -> tuple[tuple[str, int, int], ...]:
     if hard == resource.RLIM_INFINITY:
         return ()
     return (("nofile", hard if soft == resource.RLIM_INFINITY else soft, hard),)
+
+
+def _podman():
+    """The Podman shell (podman-py and requests take ~80 ms to import): loaded once the API
+    service is already starting, so the two overlap on the way to Connect."""
+    from . import container
+
+    return container
+
+
+def _api_error(exc: BaseException) -> bool:
+    """True for podman-py's and the transport's errors (the API service went away mid-call)."""
+    return "sh_jupyter.container" in sys.modules and isinstance(exc, _podman().API_ERRORS)
 
 
 class Supervisor:
@@ -148,11 +159,20 @@ class Supervisor:
         """Run the session; returns the process exit status."""
         ensure_private_dir(self.req.session_dir, self.req.uid)
         self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        early: SessionFailure | None = None
+        try:  # first of all: the API service boots (~50 ms) while everything else gets ready
+            choice = self._start_service()
+        except SessionFailure as failure:
+            early = failure
         self._save(self._initial_status())
         say(f"session {self.req.session_id} starting on {self.host} "
             f"(job {self.req.job_id}, container {self.name})")
+        if early is None:
+            say(f"OCI runtime: {choice.why}")
+            if choice.warning:
+                say(f"warning: {choice.warning}")
         try:
-            code = self._session()
+            code = self._session(early)
         finally:
             removed = self._teardown()
         if not removed:
@@ -163,21 +183,27 @@ class Supervisor:
             self.req.on_timeout(self.status.reason)
         return code
 
-    def _session(self) -> int:
+    def _session(self, early: SessionFailure | None) -> int:
         try:
             try:
+                if early is not None:
+                    raise early
                 self._start()
                 return self._supervise()
-            except (PodmanError, RequestException) as exc:  # the API went away mid-call
+            except SessionFailure:
+                raise
+            except Exception as exc:
+                if not _api_error(exc):
+                    raise
                 raise SessionFailure(f"Podman API call failed: {exc}") from None
         except SessionFailure as failure:
             reason = str(failure)
-            if self.stop_signal and not isinstance(failure, ctr.ConnectionTimeout):
+            if self.stop_signal and not isinstance(failure, ConnectionTimeout):
                 reason = f"cancelled ({self.stop_signal})" + (
                     " before JupyterLab was ready" if self.status.phase == "Starting" else "")
             say(f"session failed: {reason}")
             self._save(self.status.fail(reason))
-            self.timed_out = isinstance(failure, ctr.ConnectionTimeout)
+            self.timed_out = isinstance(failure, ConnectionTimeout)
             return EXIT_SESSION_FAILED
 
     def _read_launch(self) -> None:
@@ -192,9 +218,9 @@ class Supervisor:
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
 
-    def _start(self) -> None:
+    def _start_service(self) -> oci_runtime.Choice:
+        """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
         cfg, req = self.cfg, self.req
-        self._read_launch()
         env = podman_env(req.uid, req.job_env)
         choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
                                     oci_runtime.node_facts(env["PATH"]))
@@ -203,18 +229,15 @@ class Supervisor:
                                      [*podman_args.for_user(cfg, self.ctx),
                                       "--runtime", choice.runtime],
                                      cfg["podman.api_timeout"])
-        self.service.start()  # starts in the background while mounts are prepared
-        say(f"OCI runtime: {choice.why}")
-        if choice.warning:
-            say(f"warning: {choice.warning}")
+        self.service.start()
+        return choice
+
+    def _start(self) -> None:
+        self._read_launch()
         secret = self.secret = new_secret()
         self.present = self._prepare_mounts()
+        _podman()
         self.client = self.service.wait_ready()
-        if not self.client.images.exists(cfg["image.name"]):
-            raise SessionFailure(f"image {cfg['image.name']} is not in the image store "
-                                 f"{cfg['image.store']} (it is never pulled; the site must "
-                                 "publish it)")
-        ctr.remove_leftover(self.client, self.name, req.session_id, req.user)
         container, port = self._launch(secret)
         self._save(replace(self.status, port=port, base_url=self._base(port)))
         url = lab_url(self.host, port, self._base(port))
@@ -261,12 +284,13 @@ class Supervisor:
             self.start_clock = time.monotonic()
             self.oom_baseline = cgroups.oom_kills()
             try:
-                container = ctr.create_and_start(self.client, kwargs)
-            except ctr.PortInUse:
+                container = _podman().create_and_start(self.client, kwargs, cfg["image.store"],
+                                                       self.req.session_id, self.req.user)
+            except PortInUse:
                 tried.append(port)
                 say(f"port {port} was taken at start; trying another")
                 continue
-            self._follow(ctr.conmon_pid(container))
+            self._follow(_podman().conmon_pid(container))
             return container, port
         raise SessionFailure(f"no free port: tried {tried} in "
                              f"{cfg['network.port_min']}-{cfg['network.port_max']}")
@@ -278,6 +302,7 @@ class Supervisor:
         self.watch = follow.ProcessWatch(pid)
 
     def _ready(self, container, port: int, secret: str) -> None:
+        ctr = _podman()
         try:
             ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
                                  self._base(port),
@@ -302,7 +327,7 @@ class Supervisor:
         """Wait for readiness, retrying another port if JupyterLab itself could not bind."""
         try:
             self._ready(container, port, secret)
-        except ctr.PortInUse:
+        except PortInUse:
             with contextlib.suppress(Exception):  # best effort: it is being replaced
                 container.remove(force=True)
             say(f"JupyterLab could not bind port {port}; trying another")
@@ -318,6 +343,9 @@ class Supervisor:
         say(f"{message}; ready in {took:.1f} s")
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
+        if not self.status.walltime and self.req.walltime_lookup:
+            with contextlib.suppress(SessionFailure):  # the card only lacks Time Requested
+                self._save(replace(self.status, walltime=self.req.walltime_lookup()))
 
     # -- while it runs -----------------------------------------------------------------
     def _release_service(self) -> None:
@@ -399,11 +427,10 @@ class Supervisor:
         if not self._ensure_service():
             raise SessionFailure("the session ended but Podman's API service could not be "
                                  "started to stop the container")
-        try:
-            facts = ctr.exit_facts(self.client, self.name)
-        except NotFound:
+        facts = _podman().exit_facts(self.client, self.name)
+        if facts is None:
             raise SessionFailure(f"container {self.name} disappeared (removed by someone "
-                                 "else?)") from None
+                                 "else?)")
         if self.stop_signal:
             say(f"received {self.stop_signal}: stopping JupyterLab")
             self._save(self.status.advance("Completed", ended_at=now_iso(),
@@ -419,7 +446,7 @@ class Supervisor:
             self._save(self.status.advance("Completed", ended_at=now_iso()))
             return 0
         facts = self._with_oom(facts)
-        logs = ctr.last_log_lines(self.client.containers.get(self.name))
+        logs = _podman().last_log_lines(self.client.containers.get(self.name))
         oom = {True: "yes", False: "no", None: "unknown"}[facts.oom_killed]
         say(f"JupyterLab ended: status {facts.exit_code}, out-of-memory kill: {oom}; "
             f"its last output: {logs or '(none)'}")
@@ -453,7 +480,8 @@ class Supervisor:
             if not self._ensure_service():
                 return False
             try:
-                ctr.stop_and_remove(self.client, self.name, self.cfg["session.stop_timeout"])
+                _podman().stop_and_remove(self.client, self.name,
+                                          self.cfg["session.stop_timeout"])
                 say(f"container {self.name} removed")
                 return True
             except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-import pwd
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from sh_jupyter import __version__, cli, commands, config, supervisor
+from sh_jupyter import __version__, cli, commands, config, supervisor, users
 from sh_jupyter.errors import EXIT_USAGE
 
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
-ALICE = pwd.struct_passwd(("alice", "x", 1234, 1234, "Alice", "/home/alice", "/bin/bash"))
+# Stand-ins for pwd entries (the code reads only these attributes). Not pwd.struct_passwd built
+# from a tuple: with Debian 12's Python 3.11.2 such objects upset the garbage collector at
+# interpreter exit ("SystemError ... in tp_clear"), noise that hides real output.
+ALICE = SimpleNamespace(pw_name="alice", pw_uid=1234, pw_gid=1234, pw_dir="/home/alice")
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +42,7 @@ class FakeSupervisor:
 
 @pytest.fixture
 def as_alice(monkeypatch: pytest.MonkeyPatch) -> list[FakeSupervisor]:
+    monkeypatch.setattr(users, "current_user", lambda: ALICE)
     monkeypatch.setattr(commands, "current_user", lambda: ALICE)
     monkeypatch.setattr(supervisor, "Supervisor", FakeSupervisor)
     FakeSupervisor.calls = []
@@ -191,8 +195,8 @@ def test_run_as_root_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_root_refused_before_anything_else(capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    root = pwd.struct_passwd(("root", "x", 0, 0, "root", "/root", "/bin/sh"))
-    monkeypatch.setattr(commands, "current_user", lambda: root)
+    root = SimpleNamespace(pw_name="root", pw_uid=0, pw_gid=0, pw_dir="/root")
+    monkeypatch.setattr(users, "current_user", lambda: root)
     err = returns_usage(capsys, ["run", "--session-id", SID, "--local"])
     assert "user = 'root'" in err
 

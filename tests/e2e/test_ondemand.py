@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+import lab
 from sh_jupyter import config as config_mod
 from sh_jupyter.session import connection_yaml
 
@@ -378,6 +379,28 @@ def _api_answers(port: int, base: str) -> bool:
         return False
 
 
+HISTORY_NOTEBOOK = "history.ipynb"
+
+
+def _history(conn: dict, base_url: str) -> None:
+    """Give the user history: a notebook and the default workspace with it open, through
+    JupyterLab's own REST API (as JupyterLab saves them when a user works)."""
+    path = f"mnt/jupyter_host/{HISTORY_NOTEBOOK}"
+    notebook = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                           "outputs": [], "source": "print('from an earlier session')"}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    lab.api(conn["port"], conn["password"], "PUT", f"api/contents/{path}",
+            {"type": "notebook", "format": "json", "content": notebook}, base_url)
+    widget = f"notebook:{path}"
+    workspace = {"data": {
+        "layout-restorer:data": {"main": {"dock": {"type": "tab-area", "currentIndex": 0,
+                                                   "widgets": [widget]}, "current": widget}},
+        widget: {"data": {"path": path, "factory": "Notebook"}},
+    }, "metadata": {"id": "default"}}
+    lab.api(conn["port"], conn["password"], "PUT", "lab/api/workspaces/default", workspace,
+            base_url)
+
+
 def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed):
     cfg = bed.write_config(SITE)
     pw = pwd.getpwnam(U1)
@@ -434,6 +457,10 @@ def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed)
                                     f"{conn['port']}/lab", timeout=10) as resp:
             assert "/login" in resp.url and b'type="password"' in resp.read()
 
+        # The user has used JupyterLab before: a saved workspace with a notebook open (kept
+        # in /mnt/jupyter_host, so it is there in every later session too, as for real users).
+        _history(conn, f"/node/{conn['host']}/{conn['port']}/")
+
         proxy = MiniOOD(card["info"] + card["view"], conn["host"], conn["port"])
         serving = threading.Thread(target=proxy.serve_forever, daemon=True)
         serving.start()
@@ -452,7 +479,8 @@ def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed)
         result = json.loads(browser.stdout.strip().splitlines()[-1])
         prefix = f"/node/{conn['host']}/{conn['port']}/"
         assert result["landed"].startswith(f"{proxy.url.rstrip('/')}{prefix}lab"), result
-        assert result["shell"] and result["launcher"], result
+        assert result["shell"] and result["started"], result
+        assert HISTORY_NOTEBOOK in result["tabs"], result  # the workspace was restored
         assert result["loginForm"] == 0 and "/login" not in result["url"], result
         assert "JupyterLab" in result["title"], result
         assert shot.stat().st_size > 10_000

@@ -1,11 +1,12 @@
 // A person at the Open OnDemand job card: open the card, click "Connect to JupyterLab", and
-// wait in the tab it opens until JupyterLab's shell and launcher are up.
+// wait in the tab it opens until JupyterLab's shell is up and has restored the user's
+// workspace (the launcher for a new user; whatever they left open for a user with history).
 //
 //   node connect.js CARD_URL SCREENSHOT_PNG
 //
-// Prints one JSON line: where the tab landed, whether JupyterLab's shell (#main) and launcher
-// appeared, whether a login form was shown, and the WebSockets JupyterLab opened (and their
-// errors). Drives Debian's Chromium through
+// Prints one JSON line: where the tab landed, whether JupyterLab's shell (#main) came up and
+// finished starting (its splash gone), the titles of the main area's tabs, whether a login
+// form was shown, and the WebSockets JupyterLab opened (and their errors). Drives Debian's Chromium through
 // playwright-core (NODE_PATH=/opt/sh-jupyter/browser/node_modules, testbed/steps/70-browser.sh).
 'use strict';
 
@@ -42,14 +43,17 @@ async function main(cardUrl, screenshot) {
     await lab.waitForLoadState('domcontentloaded');
     const landed = lab.url();
     const out = {
-      landed, url: '', title: '', shell: false, launcher: false, loginForm: 0, sockets,
-      socketErrors,
+      landed, url: '', title: '', shell: false, started: false, tabs: [], loginForm: 0,
+      sockets, socketErrors,
     };
     try {
       await lab.locator('#main').waitFor({ state: 'visible', timeout: 60000 });
       out.shell = true;
-      await lab.locator('.jp-Launcher').first().waitFor({ state: 'visible', timeout: 60000 });
-      out.launcher = true;
+      await lab.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
+      const tab = lab.locator('#jp-main-dock-panel .lm-TabBar-tab .lm-TabBar-tabLabel');
+      await tab.first().waitFor({ state: 'visible', timeout: 60000 });
+      out.started = true;
+      out.tabs = await tab.allTextContents();
     } finally {
       out.url = lab.url();
       out.title = await lab.title();

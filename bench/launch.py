@@ -102,7 +102,9 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
              "--stop-timeout", str(kw.pop("stop_timeout"))]
     argv += [f"--device={d}" for d in kw.pop("devices")]
     argv += [f"--ulimit={u['Name']}={u['Soft']}:{u['Hard']}" for u in kw.pop("ulimits")]
-    argv += ["--network", kw.pop("network_mode")]
+    network = kw.pop("network_mode")
+    options = kw.pop("network_options", {}).get(network)
+    argv += ["--network", f"{network}:{','.join(options)}" if options else network]
     for spec, (addr, host_port) in kw.pop("ports", {}).items():
         argv += ["-p", f"{addr}:{host_port}:{spec}"]
     image, command = kw.pop("image"), kw.pop("command")

@@ -9,8 +9,9 @@ Popen until `GET /api` answers 200; all interleaved in every run (the order rota
   ours with ONE trim undone, one row per trim: the trim's saving is that row's median minus
       ours (leave-one-out, so the savings are those of the image as shipped);
   ours with a candidate applied that the image does not adopt (informational).
-Then where the import time goes: the same floors with PYTHONPROFILEIMPORTTIME=1 (the server's
-own `-X importtime` over its whole start, extensions included), stock and ours, not timed.
+Then where the server's start goes, stock and ours, in starts that are not timed: its own
+milestones and per-extension timings at `--debug` (from the container's start), and the import
+profile over the whole start, extensions included (PYTHONPROFILEIMPORTTIME=1).
 
 Run as root: `/opt/sh-jupyter/venv/bin/python bench/image.py [--runs N]`. Builds the stock
 image into the shared store first if it is missing or stale (minutes; seconds otherwise).
@@ -27,6 +28,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import benchlib as bl
 import launch
@@ -124,22 +126,79 @@ def parse_importtime(text: str) -> Imports | None:
     return Imports(total / 1e6, count, cumulative) if count else None
 
 
-def importtime_of(variant: Variant, timeout: float = 180) -> Imports | None:
-    """Start the variant's container with import profiling on, wait until it answers, read
-    its log (the profile goes to stderr), remove it."""
-    floor = launch.Floor(variant.config, [*variant.extra, "-e", "PYTHONPROFILEIMPORTTIME=1"],
-                         variant.args)
+def profiled_start(variant: Variant, extra: Sequence[str] = (), args: Sequence[str] = (),
+                   timeout: float = 180) -> tuple[str, float] | None:
+    """Start the variant's container with more options, wait until it answers, and return its
+    log and when Podman started it (epoch seconds); the container is removed."""
+    floor = launch.Floor(variant.config, [*variant.extra, *extra], [*variant.args, *args])
     try:
         t0 = floor.start()
         while not floor.api_answers():
             if floor.failed() or time.monotonic() - t0 > timeout:
-                say(f"  importtime of {variant.name}: no answer ({floor.failed()})")
+                say(f"  profiled start of {variant.name}: no answer ({floor.failed()})")
                 return None
             time.sleep(0.05)
         out = bed.podman(USER, "logs", floor.name, timeout=60)
-        return parse_importtime(out.stdout + out.stderr)
+        started = bed.podman(USER, "inspect", "--format", "{{.State.StartedAt}}", floor.name)
+        when = podman_time(started.stdout.strip())
+        return (out.stdout + out.stderr, when) if when is not None else None
     finally:
         floor.remove()
+
+
+def podman_time(text: str) -> float | None:
+    """Podman's time format, e.g. `2026-11-29 00:10:55.123456789 +0000 UTC`, as epoch s."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d+))? ([+-]\d{4})", text)
+    if not m:
+        return None
+    whole = datetime.strptime(f"{m[1]} {m[3]}", "%Y-%m-%d %H:%M:%S %z").timestamp()
+    return whole + float(f"0.{m[2] or 0}")
+
+
+# -- the server's own milestones at debug level ---------------------------------------------
+LOG_LINE = re.compile(r"^\[(\w) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\w+)\] (.*)$")
+EXT_IMPORT = re.compile(r"^Extension package (\S+) took ([\d.]+)s to import")
+EXT_LOADED = re.compile(r"^(\S+) \| extension was successfully loaded")
+
+
+def timeline(log: str, started: float) -> dict[str, float]:
+    """Milestones of one start at debug level, seconds from the container's start; and each
+    extension's import and load time (load: since the previous milestone; they load in turn)."""
+    out: dict[str, float] = {}
+    previous = None
+    for line in log.splitlines():
+        m = LOG_LINE.match(line)
+        if not m:
+            continue
+        when = datetime.strptime(m[2] + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp() - started
+        message = m[4]
+        out.setdefault("first server log line (interpreter, imports, config files)", when)
+        if (imp := EXT_IMPORT.match(message)):
+            out[f"extension {imp[1]}: import (its own figure)"] = float(imp[2])
+        elif "extension was successfully linked" in message:
+            out["every extension linked"] = previous = when
+        elif (loaded := EXT_LOADED.match(message)):
+            if previous is not None:
+                out[f"extension {loaded[1]}: load"] = when - previous
+            previous = when
+        elif re.match(r"^Jupyter Server \S+ is running at", message):
+            out["Jupyter Server is running (listening)"] = when
+            break
+    return out
+
+
+def timeline_table(stock: list[dict[str, float]], ours: list[dict[str, float]]) -> str:
+    names: list[str] = []
+    for tl in [*stock, *ours]:
+        names += [n for n in tl if n not in names]
+
+    def med(items: list[dict[str, float]], name: str) -> str:
+        values = [tl[name] for tl in items if name in tl]
+        return bl.fmt(statistics.median(values)) if values else "not there"
+
+    rows = [[name, med(stock, name), med(ours, name)] for name in names]
+    return bl.table(("server milestone (median; milestones from the container's start)",
+                     "stock", "ours"), rows)
 
 
 WATCHED = (("rfc3987_syntax", "rfc3987_syntax (jsonschema's IRI check)"),
@@ -179,8 +238,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per variant")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first")
-    parser.add_argument("--importtime-runs", type=int, default=3,
-                        help="profiled starts per image for the import table (0: skip)")
+    parser.add_argument("--profile-runs", type=int, default=3,
+                        help="starts per image profiled at debug level, and for import time "
+                             "(0: skip)")
     args = parser.parse_args()
     why = bl.ensure_stock_image()
     if why:
@@ -197,13 +257,17 @@ def main() -> int:
             launch.run_floor(v.config, target, [], extra=v.extra, args=v.args)
             if target.values:
                 say(f"  {v.name}: {target.values[-1]:.3f} s")
-    stock_imports: list[Imports] = []
-    our_imports: list[Imports] = []
-    for _ in range(args.importtime_runs):
-        for v, kept in ((rows[0], stock_imports), (rows[1], our_imports)):
-            got = importtime_of(v)
+    imports: dict[str, list[Imports]] = {"stock": [], "ours": []}
+    timelines: dict[str, list[dict[str, float]]] = {"stock": [], "ours": []}
+    for _ in range(args.profile_runs):
+        for v, key in ((rows[0], "stock"), (rows[1], "ours")):
+            got = profiled_start(v, args=["--debug"])
             if got:
-                kept.append(got)
+                timelines[key].append(timeline(*got))
+            got = profiled_start(v, extra=["-e", "PYTHONPROFILEIMPORTTIME=1"])
+            parsed = parse_importtime(got[0]) if got else None
+            if parsed:
+                imports[key].append(parsed)
 
     text = ["## Image start-up: what each trim saves (as shjuser1)\n",
             f"{bl.machine_note()}. {args.runs} runs, variants interleaved (order rotated), "
@@ -212,10 +276,15 @@ def main() -> int:
             "until `GET /api` = 200; \"ratio to floor\" is to our image with every trim.\n",
             bl.table(bl.SERIES_HEADERS, bl.series_rows([v.series for v in rows], rows[1].series)),
             saving_table(rows)]
-    if stock_imports or our_imports:
-        text.append(f"#### Where the import time goes ({len(stock_imports)}/{len(our_imports)} "
-                    "profiled starts of stock/ours, `PYTHONPROFILEIMPORTTIME=1`, not timed)\n\n"
-                    + import_table(stock_imports, our_imports))
+    if timelines["stock"] or timelines["ours"]:
+        text.append(f"#### Where the server's start goes ({len(timelines['stock'])}/"
+                    f"{len(timelines['ours'])} starts of stock/ours at `--debug`, not timed)\n\n"
+                    + timeline_table(timelines["stock"], timelines["ours"]))
+    if imports["stock"] or imports["ours"]:
+        text.append(f"#### Where the import time goes ({len(imports['stock'])}/"
+                    f"{len(imports['ours'])} starts of stock/ours with "
+                    "`PYTHONPROFILEIMPORTTIME=1`, not timed)\n\n"
+                    + import_table(imports["stock"], imports["ours"]))
     failures = [f"- {v.name}: {why}" for v in rows for why in v.series.failures]
     if failures:
         text.append("Failures:\n" + "\n".join(failures) + "\n")

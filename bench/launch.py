@@ -6,7 +6,8 @@ Variants, interleaved in every run (the order rotates from run to run):
       versions installed the plain way, started with `jupyter lab`), built into the shared
       store first if it is missing or stale;
   (a) floor: a bare `podman run -d` of the same container the launcher creates (same image,
-      mounts, read-only root with tmpfs, published port, JUPYTER_TOKEN, jupyter command line),
+      mounts, read-only root with tmpfs, published port, JUPYTER_TOKEN, jupyter command line,
+      the OCI runtime the supervisor would choose: a config's podman.runtime picks another),
       from Popen until `GET /api` answers 200, polled every 10 ms;
   (b) Open OnDemand style: the same container, ready at the first TCP connect (probed every
       0.5 s, as OOD's `wait_until_port_used`) plus `sleep 2` (a typical after.sh);
@@ -63,6 +64,7 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
     from sh_jupyter.templates import TemplateContext
 
     cfg = config_mod.load(config)
+    choice = runtime_of(config)
     pw = pwd.getpwnam(USER)
     ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -77,7 +79,7 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
         if m.ephemeral:
             scratch = m.source
     present = {m.source for m in mounts if os.path.isdir(m.source)}
-    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits)
+    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, choice.keep_groups)
     kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
     kw["name"] = name
     argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
@@ -87,6 +89,8 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
         argv += ["-e", key] if key == "JUPYTER_TOKEN" else ["-e", f"{key}={value}"]
     for key, value in kw.pop("labels").items():
         argv += ["--label", f"bench.{key}={value}"]  # not mistaken for a session
+    for key, value in kw.pop("annotations", {}).items():
+        argv += ["--annotation", f"{key}={value}"]
     for m in kw.pop("mounts"):
         if m["type"] == "tmpfs":
             argv += ["--tmpfs", f"{m['target']}:rw,mode={m['mode']}"]
@@ -113,6 +117,17 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
     return [*argv, *extra, image, *command, *args], scratch
 
 
+def runtime_of(config: str):
+    """The OCI runtime the supervisor would choose for this config on this node (its
+    `podman.runtime` setting and the node's facts), so a floor runs under the same one."""
+    from sh_jupyter import config as config_mod
+    from sh_jupyter import oci_runtime
+
+    cfg = config_mod.load(config)
+    return oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                              oci_runtime.node_facts())
+
+
 class Floor:
     """One bare container run as the user: started, probed, removed.
 
@@ -126,7 +141,8 @@ class Floor:
         opts, self.scratch = container_argv(config, self.name, self.port, str(uuid.uuid4()),
                                             extra, args)
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-        self.argv = [runuser, "-u", USER, "--", "podman", "--storage-opt",
+        self.argv = [runuser, "-u", USER, "--", "podman", "--runtime",
+                     runtime_of(config).runtime, "--storage-opt",
                      f"additionalimagestore={bed.STORE}", "run", "-d", *opts]
         self.env = bed.user_env(USER, {"JUPYTER_TOKEN": self.token})
         self.proc: subprocess.Popen | None = None

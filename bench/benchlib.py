@@ -35,6 +35,10 @@ import bed  # noqa: E402
 # A port range of our own: the Podman tests use 31000-31999, the end-to-end tests 32000-32999.
 PORT_MIN, PORT_MAX = 33000, 33999
 CONFIG_TEXT = f"[network]\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n"
+# The stock-JupyterLab baseline (bench/stock/Containerfile): same versions, plain install.
+STOCK_IMAGE = "localhost/sh-jupyter/stock-jupyterlab:latest"
+STOCK_CONTAINERFILE = os.path.join(REPO, "bench", "stock", "Containerfile")
+STOCK_COMMAND = ("jupyter", "lab")
 SESSIONS = "shj-bench-sessions"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -215,6 +219,35 @@ def write_config(text: str = CONFIG_TEXT) -> str:
         fh.write(text)
     os.chmod(path, 0o644)
     return path
+
+
+def image_config(image: str, command: Sequence[str]) -> str:
+    """A bench config that runs another image or start command (for the floor variants)."""
+    commands = ", ".join(f'"{part}"' for part in command)
+    return write_config(f'{CONFIG_TEXT}[image]\nname = "{image}"\ncommand = [{commands}]\n')
+
+
+def ensure_stock_image(store: str | None = None, cache_dir: str | None = None) -> str:
+    """Build the stock baseline into the shared store unless it is there and current.
+
+    The build script compares content hashes and returns in a fraction of a second when the
+    store already holds this build; from scratch it takes a few minutes (pip from PyPI), and it
+    reuses the sh-jupyter image's debootstrap base. Returns "" or why it failed.
+    """
+    argv = [os.path.join(REPO, "packaging", "image", "build"), "--store", store or bed.STORE,
+            "--tag", STOCK_IMAGE, "--containerfile", STOCK_CONTAINERFILE]
+    if cache_dir:
+        argv += ["--cache-dir", cache_dir]
+    say(f"stock baseline: {STOCK_IMAGE} (built only if missing or stale)")
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False,
+                             cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"building {STOCK_IMAGE} failed: {exc}"
+    if out.returncode != 0:
+        return f"building {STOCK_IMAGE} failed ({out.returncode}): {tail(out.stderr, 5)}"
+    say(f"  {tail(out.stderr, 1)}")
+    return ""
 
 
 def home_of(user: str) -> str:

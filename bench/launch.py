@@ -2,8 +2,12 @@
 """Launcher benchmark (issue "launcher"): time from launch to connection-ready, as shjuser1.
 
 Variants, interleaved in every run (the order rotates from run to run):
+  (s) stock floor: as (a), but of the stock-JupyterLab baseline image (bench/stock: the same
+      versions installed the plain way, started with `jupyter lab`), built into the shared
+      store first if it is missing or stale;
   (a) floor: a bare `podman run -d` of the same container the launcher creates (same image,
-      mounts, read-only root with tmpfs, published port, JUPYTER_TOKEN, jupyter command line),
+      mounts, read-only root with tmpfs, published port, JUPYTER_TOKEN, jupyter command line,
+      the OCI runtime the supervisor would choose: a config's podman.runtime picks another),
       from Popen until `GET /api` answers 200, polled every 10 ms;
   (b) Open OnDemand style: the same container, ready at the first TCP connect (probed every
       0.5 s, as OOD's `wait_until_port_used`) plus `sleep 2` (a typical after.sh);
@@ -28,11 +32,13 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 
 import benchlib as bl
 from benchlib import Series, bed, say
 
 USER = bed.USERS[0]
+STOCK_FLOOR = "(s) stock floor: stock JupyterLab image, bare `podman run -d` until GET /api = 200"
 FLOOR = "(a) floor: bare `podman run -d` until GET /api = 200"
 OOD = "(b) OOD-style: TCP probe every 0.5 s + sleep 2"
 OOD_USABLE = "(b) OOD-style, until JupyterLab really answers (informational)"
@@ -40,21 +46,25 @@ LAUNCHER = "(c) `sh-jupyter run --local` until connection.yml"
 RSS_TARGET_MB = 60
 CPU_TARGET_S = 0.3
 RATIO_TARGET = 1.10
+STOCK_RATIO_TARGET = 0.65
 
 
 # -- the container of (a) and (b): the launcher's own spec, as podman CLI options ------------
-def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[list[str], str]:
+def container_argv(config: str, name: str, port: int, scratch_id: str,
+                   extra: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[list[str], str]:
     """`podman run -d` options for the container sh-jupyter would create, and its scratch dir.
 
     Built from sh_jupyter.spec.create_kwargs so the floor runs the same container (minus the
     session's labels' meaning): every field is translated; one the translation does not know
-    is reported, never silently dropped.
+    is reported, never silently dropped. A variant may add `podman run` options (`extra`,
+    before the image) and JupyterLab options (`args`, after the launcher's own).
     """
     from sh_jupyter import config as config_mod
     from sh_jupyter.spec import SessionFacts, create_kwargs, host_mounts
     from sh_jupyter.templates import TemplateContext
 
     cfg = config_mod.load(config)
+    choice = runtime_of(config)
     pw = pwd.getpwnam(USER)
     ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -69,7 +79,7 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
         if m.ephemeral:
             scratch = m.source
     present = {m.source for m in mounts if os.path.isdir(m.source)}
-    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits)
+    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, choice.keep_groups)
     kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
     kw["name"] = name
     argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
@@ -79,6 +89,8 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
         argv += ["-e", key] if key == "JUPYTER_TOKEN" else ["-e", f"{key}={value}"]
     for key, value in kw.pop("labels").items():
         argv += ["--label", f"bench.{key}={value}"]  # not mistaken for a session
+    for key, value in kw.pop("annotations", {}).items():
+        argv += ["--annotation", f"{key}={value}"]
     for m in kw.pop("mounts"):
         if m["type"] == "tmpfs":
             argv += ["--tmpfs", f"{m['target']}:rw,mode={m['mode']}"]
@@ -94,25 +106,43 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
              "--stop-timeout", str(kw.pop("stop_timeout"))]
     argv += [f"--device={d}" for d in kw.pop("devices")]
     argv += [f"--ulimit={u['Name']}={u['Soft']}:{u['Hard']}" for u in kw.pop("ulimits")]
-    argv += ["--network", kw.pop("network_mode")]
+    network = kw.pop("network_mode")
+    options = kw.pop("network_options", {}).get(network)
+    argv += ["--network", f"{network}:{','.join(options)}" if options else network]
     for spec, (addr, host_port) in kw.pop("ports", {}).items():
         argv += ["-p", f"{addr}:{host_port}:{spec}"]
     image, command = kw.pop("image"), kw.pop("command")
     if kw:
         say(f"WARNING: floor container ignores launcher options {sorted(kw)}")
-    return [*argv, image, *command], scratch
+    return [*argv, *extra, image, *command, *args], scratch
+
+
+def runtime_of(config: str):
+    """The OCI runtime the supervisor would choose for this config on this node (its
+    `podman.runtime` setting and the node's facts), so a floor runs under the same one."""
+    from sh_jupyter import config as config_mod
+    from sh_jupyter import oci_runtime
+
+    cfg = config_mod.load(config)
+    return oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                              oci_runtime.node_facts())
 
 
 class Floor:
-    """One bare container run as the user: started, probed, removed."""
+    """One bare container run as the user: started, probed, removed.
 
-    def __init__(self, config: str) -> None:
+    `extra` are more `podman run` options, `args` more JupyterLab options (see container_argv).
+    """
+
+    def __init__(self, config: str, extra: Sequence[str] = (), args: Sequence[str] = ()) -> None:
         self.name = f"shj-bench-{uuid.uuid4().hex[:12]}"
         self.port = bl.free_port()
         self.token = secrets.token_urlsafe(32)
-        opts, self.scratch = container_argv(config, self.name, self.port, str(uuid.uuid4()))
+        opts, self.scratch = container_argv(config, self.name, self.port, str(uuid.uuid4()),
+                                            extra, args)
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-        self.argv = [runuser, "-u", USER, "--", "podman", "--storage-opt",
+        self.argv = [runuser, "-u", USER, "--", "podman", "--runtime",
+                     runtime_of(config).runtime, "--storage-opt",
                      f"additionalimagestore={bed.STORE}", "run", "-d", *opts]
         self.env = bed.user_env(USER, {"JUPYTER_TOKEN": self.token})
         self.proc: subprocess.Popen | None = None
@@ -153,8 +183,9 @@ class Floor:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def run_floor(config: str, series: Series, started: list[float], timeout: float = 180) -> None:
-    floor = Floor(config)
+def run_floor(config: str, series: Series, started: list[float], timeout: float = 180,
+              extra: Sequence[str] = (), args: Sequence[str] = ()) -> None:
+    floor = Floor(config, extra, args)
     try:
         t0 = floor.start()
         returned = None
@@ -248,23 +279,31 @@ def main() -> int:
                         help="unrecorded rounds first (page cache, pause process)")
     args = parser.parse_args()
     config = bl.write_config()
-    floor, ood, launcher = Series(FLOOR), Series(OOD), Series(LAUNCHER)
+    stock_config = bl.image_config(bl.STOCK_IMAGE, bl.STOCK_COMMAND)
+    stock_why = bl.ensure_stock_image()
+    stock, floor, ood, launcher = Series(STOCK_FLOOR), Series(FLOOR), Series(OOD), Series(LAUNCHER)
     ood_usable = Series(OOD_USABLE)
     answered: list[bool] = []
     hwm: list[int] = []
     started: list[float] = []  # (a): when `podman run -d` returned
     phases: list[dict[str, float]] = []  # (c): milestones of the supervisor's log
     load0 = os.getloadavg()
-    steps = {FLOOR: lambda s: run_floor(config, s, started),
-             OOD: lambda s: run_ood(config, s, ood_usable if s is ood else Series(OOD_USABLE),
-                                    answered),
-             LAUNCHER: lambda s: run_launcher(config, s, hwm, phases)}
+    # One entry per variant (its series and how to measure one run of it): add rows here.
+    steps = {FLOOR: (floor, lambda s: run_floor(config, s, started)),
+             OOD: (ood, lambda s: run_ood(config, s, ood_usable if s is ood
+                                          else Series(OOD_USABLE), answered)),
+             LAUNCHER: (launcher, lambda s: run_launcher(config, s, hwm, phases))}
+    if stock_why:
+        stock.fail(stock_why)
+    else:
+        steps[STOCK_FLOOR] = (stock, lambda s: run_floor(stock_config, s, []))
     for i in range(args.warmup + args.runs):
         warm = i < args.warmup
         say(f"{'warm-up' if warm else 'run'} {i + 1 - (0 if warm else args.warmup)}")
         for name in bl.rotated(list(steps), i):
-            target = Series(name) if warm else {FLOOR: floor, OOD: ood, LAUNCHER: launcher}[name]
-            steps[name](target)
+            series, step = steps[name]
+            target = Series(name) if warm else series
+            step(target)
             if target.values:
                 say(f"  {name}: {target.values[-1]:.3f} s")
         if warm:
@@ -274,17 +313,22 @@ def main() -> int:
     if idle.get("hwm"):
         hwm.append(idle["hwm"])
 
-    lm, fm, om = launcher.median(), floor.median(), ood.median()
+    lm, fm, om, sm = launcher.median(), floor.median(), ood.median(), stock.median()
     ratio_ok = None if lm is None or fm is None else lm <= RATIO_TARGET * fm
+    stock_ok = None if lm is None or sm is None else lm <= STOCK_RATIO_TARGET * sm
     ahead = None if lm is None or om is None else lm < om
-    targets = {LAUNCHER: f"median <= {RATIO_TARGET:.2f}x floor: {bl.verdict(ratio_ok)}; "
-               f"well ahead of (b): {bl.verdict(ahead)} ({fmt_gap(om, lm)})"}
+    targets = {LAUNCHER: f"median <= {STOCK_RATIO_TARGET:.2f}x (s): {bl.verdict(stock_ok)} "
+               f"({bl.ratio(lm, sm)}); <= {RATIO_TARGET:.2f}x floor (a): "
+               f"{bl.verdict(ratio_ok)}; well ahead of (b): {bl.verdict(ahead)} "
+               f"({fmt_gap(om, lm)})"}
     text = ["## Launcher: launch to connection-ready (as shjuser1)\n",
             f"{bl.machine_note()}. {args.runs} runs, variants interleaved (order rotated), "
             f"{args.warmup} warm-up round(s) not counted. Load average before: "
             f"{load0[0]:.2f}.\n",
-            bl.table(bl.SERIES_HEADERS, bl.series_rows([floor, ood, ood_usable, launcher], floor,
-                                                          targets))]
+            bl.table(bl.SERIES_HEADERS, bl.series_rows([stock, floor, ood, ood_usable, launcher],
+                                                          floor, targets)),
+            "(s) is the same JupyterLab installed the plain way (bench/stock/Containerfile), "
+            "run like (a); (a) is our image; \"ratio to floor\" is to (a).\n"]
     if answered:
         text.append(f"(b) declared ready while JupyterLab did not yet answer `GET /api` "
                     f"(a portal's \"Proxy Error\"): {answered.count(False)}/{len(answered)}. "
@@ -294,7 +338,7 @@ def main() -> int:
                     "that and JupyterLab's first answer.\n")
     text.append(phase_table(floor, launcher, started, phases))
     text.append(resource_table(hwm, idle, args.idle_seconds))
-    failures = [f"- {s.name}: {why}" for s in (floor, ood, ood_usable, launcher)
+    failures = [f"- {s.name}: {why}" for s in (stock, floor, ood, ood_usable, launcher)
                 for why in s.failures]
     if idle.get("error"):
         failures.append(f"- idle session: {idle['error']}")

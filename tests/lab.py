@@ -1,5 +1,6 @@
-"""JupyterLab as a user's browser drives it: the REST API, and code run in a kernel that
-JupyterLab itself started, over the kernel's websocket (never `podman exec`)."""
+"""JupyterLab as a user's browser drives it: the REST API, code run in a kernel that
+JupyterLab itself started, over the kernel's websocket, and a terminal over its websocket
+(never `podman exec`)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,26 @@ def run_in_kernel(port: int, token: str, code: str, timeout: float = 120,
             ws.close()
     finally:
         api(port, token, "DELETE", f"api/kernels/{kernel['id']}", base_url=base_url)
+
+
+def run_in_terminal(port: int, token: str, name: str, command: str, expect: str,
+                    timeout: float = 60, base_url: str = "/") -> str:
+    """Type a command into terminal `name` (made with POST api/terminals) over its websocket,
+    as JupyterLab's terminal does; return what it printed until `expect` appeared."""
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}{base_url}terminals/websocket/{name}",
+        header=[f"Authorization: token {token}"], timeout=timeout)
+    try:
+        ws.send(json.dumps(["stdin", command + "\r"]))
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while expect not in seen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"terminal did not print {expect!r} within {timeout} s: "
+                                     f"{seen!r}")
+            kind, *rest = json.loads(ws.recv())
+            if kind == "stdout":
+                seen += rest[0]
+        return seen
+    finally:
+        ws.close()

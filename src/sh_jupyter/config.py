@@ -134,8 +134,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     "JupyterLab image; must already be in the shared store (never pulled)"),
         "store": Key("str", "/var/lib/sh-jupyter/images", "the shared read-only image store, "
                      "passed to Podman as an additional image store", _abs_path),
-        "command": Key("list[str]", ["jupyter", "lab"], "start command; sh-jupyter appends "
-                       "the server options (--port, --ServerApp.*) to it", _nonempty),
+        "command": Key("list[str]", ["jupyter-lab"], "start command; sh-jupyter appends "
+                       "the server options (--port, --ServerApp.*) to it (`jupyter-lab`, not "
+                       "`jupyter lab`, which starts a second interpreter to exec it)", _nonempty),
         "base_url": Key("str", "/", "JupyterLab base URL; {host} and {port} are filled in (OOD's "
                         "node proxy: /node/{host}/{port}/)",
                         check_base_url),

@@ -15,6 +15,8 @@ import zipfile
 
 import pytest
 
+import lab
+
 import bed
 
 USER = bed.USERS[0]
@@ -223,6 +225,31 @@ def test_pip_install_persists_and_kernel_sees_the_proxy(session):
     out = kernel_exec(s2, int(conn["port"]), conn["password"],
                       "import shjprobe; print(shjprobe.MARKER, shjprobe.__file__)")
     assert marker in out and "/mnt/jupyter_host/.local/" in out
+
+
+def test_terminal_runs_commands_without_the_secret_and_xsrf_stays_on(session):
+    """A terminal made through the REST API (as JupyterLab's Terminal menu does) runs commands
+    in the trimmed image, without inheriting the secret; a browser session (the token login's
+    cookie) cannot POST without the _xsrf token. The extension manager is the read-only one."""
+    s = session()
+    conn = s.wait_ready()
+    port, secret = int(conn["port"]), conn["password"]
+    opener, jar = _opener()
+    with opener.open(f"http://127.0.0.1:{port}/lab?token={secret}", timeout=10) as resp:
+        page = resp.read().decode()
+    assert '"extensionManager": {"can_install": false' in page, "not the read-only manager"
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    url = f"http://127.0.0.1:{port}/api/terminals"
+    assert _status(opener, urllib.request.Request(url, data=b"", method="POST")) == 403
+    req = urllib.request.Request(url, data=b"", method="POST", headers={"X-XSRFToken": xsrf})
+    with opener.open(req, timeout=30) as resp:
+        name = json.loads(resp.read())["name"]
+    assert name in {t["name"] for t in _api(port, secret, "GET", "/api/terminals")}
+    out = lab.run_in_terminal(port, secret, name,
+                              'echo "token=${JUPYTER_TOKEN:-absent} sum=$((6*7))"', "sum=42")
+    assert "token=absent sum=42" in out, out
+    _api(port, secret, "DELETE", f"/api/terminals/{name}")
+    assert name not in {t["name"] for t in _api(port, secret, "GET", "/api/terminals")}
 
 
 def test_session_starts_under_a_low_open_files_limit(session):

@@ -68,7 +68,7 @@ def test_empty_text_equals_default_and_records_path() -> None:
 def test_configured_lists_do_not_change_defaults() -> None:
     a = config.parse('[image]\ncommand = ["a"]\n')
     assert a["image.command"] == ["a"]
-    assert config.default()["image.command"] == ["jupyter", "lab"]
+    assert config.default()["image.command"] == ["jupyter-lab"]
 
 
 @pytest.mark.parametrize("key", ["image.command", "proxy.variables", "podman.cap_add",
@@ -548,7 +548,7 @@ def test_reference_shows_defaults_readably() -> None:
     assert "`06:00:00`" in row("session.max_walltime")
     assert "`180`" in row("session.connection_timeout")
     assert '`"epcc-ces-jupyter"`' in row("session.container_prefix")
-    assert '`["jupyter", "lab"]`' in row("image.command")
+    assert '`["jupyter-lab"]`' in row("image.command")
     assert "| required |" in row("[[mounts]].source")
     assert "| true |" in row("[[mounts]].required")
     assert "| false |" in row("[[mounts]].read_only")

@@ -162,7 +162,7 @@ def test_host_network_binds_jupyter_on_bind_address() -> None:
 
 def test_command() -> None:
     cmd = build(facts=SessionFacts(ctx=CTX, port=20001))["command"]
-    assert cmd[:2] == ["jupyter", "lab"]
+    assert cmd[0] == "jupyter-lab"
     assert "--allow-root" in cmd
     assert "--no-browser" in cmd
     assert flag(cmd, "port") == ["20001"]

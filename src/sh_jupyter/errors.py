@@ -24,3 +24,12 @@ class UsageError(Exception):
 
 class SessionFailure(Exception):
     """A started session that cannot go on; the message is the reason shown to the user."""
+
+
+class SchedulerError(SessionFailure):
+    """The scheduler gave no definite answer (squeue failed, timed out, or is not installed).
+
+    Callers must read it as "unknown: as it was before", never as "the job is gone": only a
+    definite answer may end a session in a launcher (one failing squeue dropped live servers
+    in batchspawner#315).
+    """

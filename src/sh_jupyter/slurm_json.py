@@ -43,6 +43,12 @@ def _exit_code(value: Any) -> int | None:
     return _num(value)
 
 
+def _reason(raw: dict) -> str:
+    """The description where Slurm has one ("Nodes required for job are DOWN, ..."), else the
+    reason's name ("Priority"): what 24.11's `squeue -o %r` prints, so both forms agree."""
+    return str(raw.get("state_description") or raw.get("state_reason") or "")
+
+
 def parse_jobs(text: str, job_ids: set[str] | None = None, user: str | None = None,
                ) -> list[JobInfo]:
     """Jobs from `squeue --json` output, filtered by id and user (name or uid) here too.
@@ -62,7 +68,7 @@ def parse_jobs(text: str, job_ids: set[str] | None = None, user: str | None = No
         limit = _num(raw.get("time_limit"))
         jobs.append(JobInfo(
             job_id=job_id, name=str(raw.get("name", "")), user=str(raw.get("user_name", "")),
-            state=_state(raw.get("job_state")), reason=str(raw.get("state_reason", "") or ""),
+            state=_state(raw.get("job_state")), reason=_reason(raw),
             node=str(raw.get("nodes", "") or ""), submit_time=_num(raw.get("submit_time")) or 0,
             start_time=_num(raw.get("start_time")) or 0,
             time_limit=limit * 60 if limit else 0, exit_code=_exit_code(raw.get("exit_code")),

@@ -42,17 +42,29 @@ def _same(job: JobInfo) -> tuple:
             job.start_time, job.time_limit)
 
 
-def test_all_three_shapes_give_the_same_jobs():
+def test_captured_2411_json_and_text_give_the_same_jobs():
+    text = {j.job_id: j for j in slurm_text.parse_text(data("squeue-24.11.txt"))}
+    new = {j.job_id: j for j in parse_jobs(data("squeue-24.11.json"), user="shjuser2")}
+    assert {k: _same(v) for k, v in text.items()} == {k: _same(v) for k, v in new.items()}
+    assert sorted(new) == ["20", "21", "22"] and new["20"].name == "probe|name with space"
+    assert (new["20"].state, new["20"].reason, new["20"].time_limit, new["20"].start_time) == \
+        ("PENDING", "JobHeldUser", 600, 0)
+    assert new["21"].reason.startswith("Nodes required for job are DOWN")
+    assert new["22"].submit_time == 1795912396 and new["22"].exit_code == 0
+
+
+def test_all_shapes_give_the_same_running_and_finished_jobs():
     ids = {"41", "43", "44"}
     text = {j.job_id: _same(j) for j in slurm_text.parse_text(data("squeue-22.05.txt"))
             if j.job_id in ids}
     old = {j.job_id: _same(j) for j in parse_jobs(data("squeue-22.05.json"), user="shjuser2")}
-    new = {j.job_id: _same(j) for j in parse_jobs(data("squeue-24.11.json"), user="shjuser2")}
+    new = {j.job_id: _same(j)
+           for j in parse_jobs(data("squeue-24.11-schema.json"), user="shjuser2")}
     assert text == old == new and set(text) == ids
 
 
 def test_json_is_filtered_here_by_id_and_by_user_name_or_uid():
-    for name in ("squeue-22.05.json", "squeue-24.11.json"):
+    for name in ("squeue-22.05.json", "squeue-24.11-schema.json"):
         assert [j.job_id for j in parse_jobs(data(name), user="shjbench")] == ["46"]
         assert [j.job_id for j in parse_jobs(data(name), user="1004")] == ["46"]
         assert [j.job_id for j in parse_jobs(data(name), job_ids={"43"})] == ["43"]
@@ -111,7 +123,7 @@ def test_parse_version():
     assert squeue.parse_version("command not found") is None
 
 
-# -- the answer: definite or unknown (stderr texts captured from 22.05) ------------------------
+# -- the answer: definite or unknown (stderr texts captured from 22.05; 24.11 says the same) ----
 NO_JOB = "slurm_load_jobs error: Invalid job id specified\n"
 DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"
 NO_USER = "squeue: error: Invalid user: nosuchuser\n\n"
@@ -148,7 +160,18 @@ def test_json_answers_with_errors_or_broken_json_are_unknown():
         squeue.read(q, 0, '{"jobs": [], "errors": [{"error": "boom"}]}', "")
     with pytest.raises(SchedulerError):
         squeue.read(q, 0, '{"jobs": [', "")
-    assert [j.state for j in squeue.read(q, 0, data("squeue-24.11.json"), "")] == ["RUNNING"]
+    assert [j.state for j in squeue.read(q, 0, data("squeue-24.11-schema.json"), "")] == \
+        ["RUNNING"]
+
+
+def test_2411_unknown_user_is_unknown_too():
+    """24.11: exit 0, an empty job list with a warning, and the error on stderr (captured)."""
+    q = squeue.plan(V2411, user="nosuchuser")
+    empty = ('{"jobs": [], "errors": [], "warnings": [{"description": "Zero jobs to dump", '
+             '"source": ""}]}')
+    with pytest.raises(SchedulerError):
+        squeue.read(q, 0, empty, NO_USER)
+    assert squeue.read(squeue.plan(V2411, ["999999"]), 1, "", NO_JOB) == []
 
 
 def test_an_error_next_to_a_complete_answer_does_not_hide_it():

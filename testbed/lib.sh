@@ -18,6 +18,8 @@ TESTBED_PROJECT=shjproj
 TESTBED_PROJECT_MEMBERS=(shjuser1 shjuser3)
 TESTBED_OTHER_PROJECT=shjother
 TESTBED_OTHER_MEMBERS=(shjuser2)
+# Owns the synthetic held jobs of bench/queue.py (another user's queue); never runs anything.
+TESTBED_BENCH_USER=shjbench
 
 # The checkout this file lives in: CI clones the repository into another
 # folder, so nothing may assume /work/main.

@@ -2,13 +2,15 @@
 
 It merges the supervisor's status file with the scheduler's view, so a job that died without
 a word (walltime, node failure, SIGKILL) still shows as ended, with the reason (lesson 6).
+Only a definite view ends a session here: when the scheduler's answer is unknown (squeue
+failed), the card shows the status file as last written and says the job state is unknown.
 """
 
 from __future__ import annotations
 
 from .durations import format_walltime
 from .session import Status, lab_url
-from .slurm_json import JobInfo
+from .slurm_jobs import JobInfo, JobView, Unknown
 
 # What a job state means for a session the supervisor could not report on itself.
 _STATE_WORDS = {
@@ -30,16 +32,25 @@ def ended_reason(state: str, phase: str) -> str:
     return f"{words} ({state}) while the session was {phase}"
 
 
-def card(status: Status, job: JobInfo | None, now: float) -> dict:
-    """The card's fields; `status` is one of Queued, Starting, Running, Completed."""
+def card(status: Status, job: JobView, now: float) -> dict:
+    """The card's fields; `status` is one of Queued, Starting, Running, Completed.
+
+    `job`: the scheduler's JobInfo, None when the job is definitely not in the queue, or
+    Unknown (no answer, or no Slurm job to ask about).
+    """
     phase, reason, failed = status.phase, status.reason, status.failed
-    if phase != "Completed":
-        if job is None or job.finished:
+    known = job if isinstance(job, JobInfo) else None
+    if isinstance(job, Unknown):
+        job_state = "unknown" if job.error else ""
+    else:
+        job_state = known.state if known else "gone"
+    if phase != "Completed" and not isinstance(job, Unknown):
+        if known is None or known.finished:
             phase, failed = "Completed", True
-            reason = reason or ended_reason(job.state if job else "", status.phase)
-        elif job.state == "PENDING":
+            reason = reason or ended_reason(known.state if known else "", status.phase)
+        elif known.state == "PENDING":
             phase = "Queued"
-            reason = job.reason if job.reason not in ("None", "") else ""
+            reason = known.reason if known.reason not in ("None", "") else ""
         elif phase == "Queued":
             phase = "Starting"
     fields: dict = {
@@ -52,13 +63,16 @@ def card(status: Status, job: JobInfo | None, now: float) -> dict:
         "connection_timeout": status.connection_timeout,
         "cpus": status.cpus,
         "memory_gib": status.memory_gib,
-        "host": (job.node if job and job.node else status.host) if phase != "Queued" else "",
+        "host": (known.node if known and known.node else status.host)
+        if phase != "Queued" else "",
         "message": status.message if phase == "Running" else "",
         "url": lab_url(status.host, status.port, status.base_url)
         if phase == "Running" and status.port else "",
+        "job_state": job_state,  # Slurm's state, "gone", "unknown", or "" (no Slurm job)
+        "scheduler_error": job.error if isinstance(job, Unknown) else "",
     }
-    if phase in ("Starting", "Running") and job and job.start_time and job.time_limit:
-        fields["time_remaining"] = max(0, job.start_time + job.time_limit - int(now))
+    if phase in ("Starting", "Running") and known and known.start_time and known.time_limit:
+        fields["time_remaining"] = max(0, known.start_time + known.time_limit - int(now))
     else:
         fields["time_requested"] = status.walltime
     return fields
@@ -87,4 +101,7 @@ def render(fields: dict) -> str:
                      f"(`sh-jupyter connect {fields['session_id']}` prints the login URL)")
     if fields["reason"]:
         lines.append(f"  Reason:                 {fields['reason']}")
+    if fields["scheduler_error"]:
+        lines.append(f"  Job state:              unknown, shown as last recorded "
+                     f"({fields['scheduler_error']})")
     return "\n".join(lines)

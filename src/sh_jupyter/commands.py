@@ -11,9 +11,10 @@ import time
 from . import config as config_mod
 from . import request as request_mod
 from .card import card, render
-from .errors import EXIT_SESSION_FAILED, UsageError
+from .errors import EXIT_SESSION_FAILED, SchedulerError, SessionFailure, UsageError
 from .scheduler import get_scheduler
-from .session import is_session_id, lab_url
+from .session import LOCAL_JOB_ID, Status, is_session_id, lab_url
+from .slurm_jobs import JobInfo, JobView, Unknown
 from .submit import connection, current_card, follow, load_status, sessions_root, submit
 from .users import current_user, session_user
 
@@ -55,9 +56,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     def progress(fields: dict) -> None:
         if not args.json:
             stamp = time.strftime("%H:%M:%S")
+            unknown = (f" (job state unknown: {fields['scheduler_error']})"
+                       if fields["scheduler_error"] else "")
             print(f"{stamp} {fields['status']}" + (f": {fields['reason']}"
-                                                    if fields["reason"] else ""), flush=True)
-    final = follow(done.session_dir, scheduler, progress)
+                                                    if fields["reason"] else "") + unknown,
+                  flush=True)
+    final = follow(done.session_dir, scheduler, progress, user=str(me.pw_uid))
     if final["status"] == "Running":
         conn = connection(done.session_dir)
         url = lab_url(conn["host"], int(conn["port"]), load_status(done.session_dir).base_url,
@@ -76,24 +80,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _needs_scheduler(status: Status) -> bool:
+    """A finished session's card comes from its status file alone."""
+    return status.phase != "Completed" and bool(status.job_id) \
+        and status.job_id != LOCAL_JOB_ID
+
+
+def _listed(status: Status, jobs: dict[str, JobInfo] | None, error: str) -> JobView:
+    """The job's view from the user's one squeue (None in `jobs`: that squeue failed)."""
+    if not _needs_scheduler(status):
+        return Unknown()
+    if jobs is None:
+        return Unknown(error)
+    return jobs.get(status.job_id)  # not among the user's jobs: definitely gone
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     me = current_user()
     root = sessions_root(cfg, me.pw_name, me.pw_dir, me.pw_uid)
-    scheduler = get_scheduler()
-    jobs = {j.job_id: j for j in scheduler.jobs(me.pw_name)}
-    cards = []
+    statuses = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         if not is_session_id(name):
             continue
         try:
-            status = load_status(os.path.join(root, name))
-        except (OSError, ValueError):
+            statuses.append(load_status(os.path.join(root, name)))
+        except (OSError, ValueError, SessionFailure):
             continue
-        cards.append(card(status, jobs.get(status.job_id), time.time()))
+    jobs: dict[str, JobInfo] | None = {}
+    error = ""
+    if any(_needs_scheduler(s) for s in statuses):  # one squeue, for this user's jobs only
+        try:
+            jobs = {j.job_id: j for j in get_scheduler().jobs(str(me.pw_uid))}
+        except SchedulerError as exc:
+            jobs, error = None, str(exc)
+    now = time.time()
+    cards = [card(s, _listed(s, jobs, error), now) for s in statuses]
     cards.sort(key=lambda c: c["created_at"], reverse=True)
     lines = [f"{c['session_id']}  {c['job_id'] or '-':>8}  {c['created_at']}  {c['status']}"
-             + (" (failed)" if c["failed"] else "") for c in cards]
+             + (" (failed)" if c["failed"] else "")
+             + (" (job state unknown)" if c["scheduler_error"] else "") for c in cards]
+    if error and not args.json:
+        lines.append(f"job states unknown, shown as last recorded: {error}")
     _emit(args, cards, "\n".join(lines) or "no sessions")
     return 0
 
@@ -101,6 +129,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_connect(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     session_dir = _session_dir(cfg, args.session)
+    fields = current_card(session_dir, get_scheduler())
+    if fields["status"] != "Running":
+        why = f": {fields['reason']}" if fields["reason"] else ""
+        raise SessionFailure(f"session {fields['session_id']} is not running "
+                             f"({fields['status']}{why})")
     conn = connection(session_dir)
     url = lab_url(conn["host"], int(conn["port"]), load_status(session_dir).base_url,
                   conn["password"])
@@ -112,7 +145,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     session_dir = _session_dir(cfg, args.session)
     status = load_status(session_dir)
-    if not status.job_id or status.job_id == "local":
+    if not status.job_id or status.job_id == LOCAL_JOB_ID:
         raise UsageError("session", args.session, "has no Slurm job to cancel")
     get_scheduler().cancel(status.job_id)
     _emit(args, {"session_id": status.session_id, "job_id": status.job_id, "cancelled": True},

@@ -32,3 +32,12 @@ class ConnectionTimeout(SessionFailure):
 
 class PortInUse(Exception):
     """The chosen port was taken between the bind test and the container's bind."""
+
+
+class SchedulerError(SessionFailure):
+    """The scheduler gave no definite answer (squeue failed, timed out, or is not installed).
+
+    Callers must read it as "unknown: as it was before", never as "the job is gone": only a
+    definite answer may end a session in a launcher (one failing squeue dropped live servers
+    in batchspawner#315).
+    """

@@ -1,19 +1,27 @@
-"""Scheduler access behind one small interface: submit, job state, cancel.
+"""Scheduler access behind one small interface: submit, job states, cancel.
 
-The Slurm CLI backend works on 22.05 and 24.x+; pyslurm is used when it imports and was built
+The Slurm CLI backend works on 22.05 and 23.02+ (squeue.py picks the squeue form for the
+installed version, detected once per process); pyslurm is used when it imports and was built
 for the Slurm that is installed (PyPI's pyslurm builds only against matching headers).
+
+Lookups never fetch the whole queue (issue 14: `squeue --json` on 22.05 cost 420 MB and over a
+second per call with 9,000 jobs of other users), and a lookup that gets no definite answer
+raises SchedulerError ("unknown"), never reports a job as gone.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from .errors import SessionFailure
-from .slurm_json import JobInfo, parse_jobs
+from . import squeue
+from .errors import SchedulerError, SessionFailure
+from .slurm_jobs import JobInfo
 
 SLURM_TIMEOUT = 30
 
@@ -24,25 +32,50 @@ class Scheduler(Protocol):
     def submit(self, options: list[str], script: str) -> str: ...
     def job(self, job_id: str) -> JobInfo | None: ...
     def jobs(self, user: str) -> list[JobInfo]: ...
+    def states(self, job_ids: Iterable[str], user: str | None = None,
+               ) -> dict[str, JobInfo | None]: ...
     def cancel(self, job_id: str) -> None: ...
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    if not shutil.which(argv[0]):
-        raise SessionFailure(f"{argv[0]} is not installed (Slurm client commands are needed)")
+def _run(argv: list[str], env: Mapping[str, str] | None = None,
+         error: type[SessionFailure] = SessionFailure) -> subprocess.CompletedProcess:
+    if not shutil.which(argv[0], path=(env or os.environ).get("PATH")):
+        raise error(f"{argv[0]} is not installed (Slurm client commands are needed)")
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=SLURM_TIMEOUT,
-                              check=False)
+                              check=False, env=env)
     except subprocess.TimeoutExpired:
-        raise SessionFailure(f"{argv[0]} did not answer within {SLURM_TIMEOUT} s") from None
+        raise error(f"{argv[0]} did not answer within {SLURM_TIMEOUT} s") from None
+    except OSError as exc:
+        raise error(f"{argv[0]} could not run: {exc}") from None
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.strip().split())
 
 
+def squeue_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """Our environment without the user's SQUEUE_* settings: SQUEUE_PARTITION, _ACCOUNT,
+    _NAMES or _QOS would hide the user's own jobs from us (they would look gone), and
+    SQUEUE_FORMAT would change the output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUEUE_")}
+    env.update(extra)
+    return env
+
+
+@functools.cache
+def squeue_version() -> tuple[int, int, int] | None:
+    """The installed squeue's version, asked once per process (a few ms); None when unknown
+    (then the text form, which every version understands, is used)."""
+    try:
+        out = _run(["squeue", "--version"], error=SchedulerError)
+    except SchedulerError:
+        return None
+    return squeue.parse_version(out.stdout) if out.returncode == 0 else None
+
+
 class SlurmCLI:
-    """The Slurm command-line tools (`sbatch`, `squeue --json`, `scancel`)."""
+    """The Slurm command-line tools (`sbatch`, `squeue`, `scancel`)."""
 
     name = "slurm-cli"
 
@@ -55,25 +88,31 @@ class SlurmCLI:
             raise SessionFailure(f"sbatch refused the job: {_one_line(out.stderr)}")
         return out.stdout.strip().split(";")[0]
 
-    def _squeue(self, extra: list[str]) -> str:
-        out = _run(["squeue", *self.cluster_args, "--json", *extra])
-        if out.returncode != 0:
-            raise SessionFailure(f"squeue failed: {_one_line(out.stderr)}")
-        return out.stdout
+    def _ask(self, job_ids: Iterable[str] = (), user: str | None = None) -> tuple[
+            frozenset[str], list[JobInfo]]:
+        """One squeue call; the ids asked for and the jobs in the answer."""
+        try:
+            query = squeue.plan(squeue_version(), job_ids, user, self.cluster_args)
+        except ValueError as exc:
+            raise SchedulerError(str(exc)) from None
+        out = _run(list(query.argv), env=squeue_env(query.env), error=SchedulerError)
+        return query.job_ids, squeue.read(query, out.returncode, out.stdout, out.stderr)
+
+    def states(self, job_ids: Iterable[str], user: str | None = None,
+               ) -> dict[str, JobInfo | None]:
+        """Every job id's state from one squeue call: its JobInfo, or None when it is
+        definitely not in the queue. `user` (name or uid), when all the jobs are that user's,
+        lets slurmctld filter by user. SchedulerError when the answer is not definite."""
+        asked, jobs = self._ask(job_ids, user)
+        found = {j.job_id: j for j in jobs}
+        return {job_id: found.get(job_id) for job_id in asked}
 
     def job(self, job_id: str) -> JobInfo | None:
-        # 22.05 ignores -j with --json (filtered in parse_jobs); newer versions honour it but
-        # fail for a job that has left the queue, which means "no such job" here.
-        out = _run(["squeue", *self.cluster_args, "--json", "-j", job_id])
-        if out.returncode != 0:
-            if "Invalid job id" in out.stderr:
-                return None
-            raise SessionFailure(f"squeue failed: {_one_line(out.stderr)}")
-        jobs = parse_jobs(out.stdout, job_ids={job_id})
-        return jobs[0] if jobs else None
+        return self.states([job_id])[job_id]
 
     def jobs(self, user: str) -> list[JobInfo]:
-        return parse_jobs(self._squeue(["-u", user]), user=user)
+        """The user's jobs (name or uid), finished ones still in the queue included."""
+        return self._ask(user=user)[1]
 
     def cancel(self, job_id: str) -> None:
         out = _run(["scancel", *self.cluster_args, job_id])

@@ -1,16 +1,21 @@
 """pyslurm backend (used only when pyslurm matches the installed Slurm; see scheduler.py).
 
-Queries and cancels through Slurm's C API; submission stays with `sbatch`, whose options are
-the wrapper's contract, so both backends submit the identical job.
+Looks up single jobs and cancels through Slurm's C API; submission stays with `sbatch`, whose
+options are the wrapper's contract, so both backends submit the identical job. A user's jobs
+and multi-job states come from the CLI's server-filtered squeue: pyslurm's `Jobs.load()` has
+no user filter and would load the whole queue.
 """
 
 from __future__ import annotations
 
 import pyslurm
 
-from .errors import SessionFailure
+from .errors import SchedulerError, SessionFailure
 from .scheduler import SlurmCLI
-from .slurm_json import JobInfo
+from .slurm_jobs import JobInfo
+from .squeue import NO_SUCH_JOB
+
+ESLURM_INVALID_JOB_ID = 2017  # slurm_errno.h
 
 
 def _info(job) -> JobInfo:
@@ -32,11 +37,11 @@ class PySlurm(SlurmCLI):
     def job(self, job_id: str) -> JobInfo | None:
         try:
             return _info(pyslurm.Job.load(int(job_id)))
-        except pyslurm.RPCError:
-            return None
-
-    def jobs(self, user: str) -> list[JobInfo]:
-        return [_info(j) for j in pyslurm.Jobs.load().values() if j.user_name == user]
+        except pyslurm.RPCError as exc:
+            # Only "no such job" is an answer; any other failure is unknown, never gone.
+            if getattr(exc, "errno", None) == ESLURM_INVALID_JOB_ID or NO_SUCH_JOB in str(exc):
+                return None
+            raise SchedulerError(f"Slurm did not answer for job {job_id}: {exc}") from None
 
     def cancel(self, job_id: str) -> None:
         try:

@@ -20,6 +20,7 @@ CONNECTION_FILE = "connection.yml"
 LOG_FILE = "output.log"
 REQUEST_FILE = "request.json"
 SECRET_FILE = ".secret"
+LOCAL_JOB_ID = "local"  # the job id of a `run --local` session (no Slurm job)
 
 PHASES = ("Queued", "Starting", "Running", "Completed")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

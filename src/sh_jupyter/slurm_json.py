@@ -1,35 +1,20 @@
 """Parsing `squeue --json` across Slurm versions (pure).
 
-22.05 prints plain numbers and `job_state` as a string, and ignores -j/-u filters in JSON mode;
-23.02+ wraps numbers as {"set", "infinite", "number"} and gives `job_state` as a list. Callers
-get one JobInfo shape either way, filtered here.
+22.05 prints plain numbers and `job_state` as a string, and ignores every filter in JSON mode
+(so sh-jupyter uses the text format there, see squeue.py); 23.02+ wraps numbers as
+{"set", "infinite", "number"} and gives `job_state` as a list. Callers get one JobInfo shape
+either way; ids and user are filtered here too, because 23.02 to 24.05.0 apply only a single
+-j or -u in JSON mode (the rest of the filters from 24.05.1, Slurm commit ff14834caa).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from .slurm_jobs import JobInfo
 
-@dataclass(frozen=True)
-class JobInfo:
-    job_id: str
-    name: str
-    user: str
-    state: str  # PENDING, RUNNING, COMPLETED, CANCELLED, FAILED, TIMEOUT, ...
-    reason: str = ""
-    node: str = ""
-    submit_time: int = 0
-    start_time: int = 0
-    time_limit: int = 0  # seconds; 0 when unlimited or unknown
-    exit_code: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        """True once the batch script is gone (COMPLETING: only the epilog is still running)."""
-        return self.state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED",
-                                  "REQUEUED", "RESIZING")
+__all__ = ["JobInfo", "parse_jobs"]
 
 
 def _num(value: Any) -> int | None:
@@ -58,21 +43,32 @@ def _exit_code(value: Any) -> int | None:
     return _num(value)
 
 
+def _reason(raw: dict) -> str:
+    """The description where Slurm has one ("Nodes required for job are DOWN, ..."), else the
+    reason's name ("Priority"): what 24.11's `squeue -o %r` prints, so both forms agree."""
+    return str(raw.get("state_description") or raw.get("state_reason") or "")
+
+
 def parse_jobs(text: str, job_ids: set[str] | None = None, user: str | None = None,
                ) -> list[JobInfo]:
-    """Jobs from `squeue --json` output, filtered by id and user here (22.05 ignores filters)."""
+    """Jobs from `squeue --json` output, filtered by id and user (name or uid) here too.
+
+    ValueError when it is not such output or Slurm listed errors in it.
+    """
     data = json.loads(text)
+    if data.get("errors"):
+        raise ValueError(f"squeue reported errors: {data['errors']}")
     jobs = []
     for raw in data.get("jobs", []):
         job_id = str(raw.get("job_id", ""))
         if job_ids is not None and job_id not in job_ids:
             continue
-        if user is not None and raw.get("user_name") != user:
+        if user is not None and user not in (raw.get("user_name"), str(raw.get("user_id"))):
             continue
         limit = _num(raw.get("time_limit"))
         jobs.append(JobInfo(
             job_id=job_id, name=str(raw.get("name", "")), user=str(raw.get("user_name", "")),
-            state=_state(raw.get("job_state")), reason=str(raw.get("state_reason", "") or ""),
+            state=_state(raw.get("job_state")), reason=_reason(raw),
             node=str(raw.get("nodes", "") or ""), submit_time=_num(raw.get("submit_time")) or 0,
             start_time=_num(raw.get("start_time")) or 0,
             time_limit=limit * 60 if limit else 0, exit_code=_exit_code(raw.get("exit_code")),

@@ -12,13 +12,14 @@ from dataclasses import dataclass, replace
 from .card import card
 from .config import DEFAULT_PATH, ENV_VAR, Config
 from .durations import format_walltime
-from .errors import SessionFailure
+from .errors import SchedulerError, SessionFailure
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from .launch import ENV_FILE, LaunchOptions, write_env
 from .request import SessionRequest
 from .scheduler import Scheduler
 from .session import (
     CONNECTION_FILE,
+    LOCAL_JOB_ID,
     LOG_FILE,
     REQUEST_FILE,
     STATUS_FILE,
@@ -26,7 +27,9 @@ from .session import (
     new_session_id,
     now_iso,
 )
+from .slurm_jobs import JobView, Unknown
 from .templates import TemplateContext, expand_path
+from .watcher import JobWatcher
 
 
 @dataclass(frozen=True)
@@ -112,25 +115,69 @@ def load_status(session_dir: str) -> Status:
     return Status.from_json(text)
 
 
+def job_view(scheduler: Scheduler, job_id: str) -> JobView:
+    """One job's state from one single-job squeue; Unknown when squeue gives no definite
+    answer or the session has no Slurm job (a `run --local` session, a submit in flight)."""
+    if not job_id or job_id == LOCAL_JOB_ID:
+        return Unknown()
+    try:
+        return scheduler.job(job_id)
+    except SchedulerError as exc:
+        return Unknown(str(exc))
+
+
 def current_card(session_dir: str, scheduler: Scheduler) -> dict:
-    """The card now: the status file merged with the scheduler's view of the job."""
+    """The card now: the status file merged with the scheduler's view of the job (one
+    single-job squeue; none for a finished session, whose status file says it all)."""
     status = load_status(session_dir)
-    job = scheduler.job(status.job_id) if status.job_id else None
-    return card(status, job, time.time())
+    view = job_view(scheduler, status.job_id) if status.phase != "Completed" else Unknown()
+    return card(status, view, time.time())
+
+
+FOLLOW_TICK = 0.2  # seconds between reads of status.json (a small local file)
+GIVE_UP_AFTER = 300  # seconds of failing squeue after which follow stops waiting
 
 
 def follow(session_dir: str, scheduler: Scheduler, emit: Callable[[dict], None],
-           interval: float = 0.5) -> dict:
-    """Print each change of the card until the session runs or ends; returns the last card."""
-    last = ""
-    while True:
-        fields = current_card(session_dir, scheduler)
-        if fields["status"] != last:
-            emit(fields)
-            last = fields["status"]
-        if fields["status"] in ("Running", "Completed"):
-            return fields
-        time.sleep(interval)  # follow polls the scheduler at a fixed, modest rate
+           user: str | None = None, watcher: JobWatcher | None = None,
+           tick: float = FOLLOW_TICK, give_up_after: float = GIVE_UP_AFTER) -> dict:
+    """Emit each change of the card until the session runs or ends; returns the last card.
+
+    The status file (where the supervisor says Starting, Running or why it failed) is read
+    every `tick`; the scheduler is asked through a JobWatcher, one single-job squeue per
+    backed-off interval (0.5 s growing to 5 s), only to learn that the job started or died
+    without a word; when the status file changes, it is asked at once (a cached PENDING must
+    not hide the supervisor's Running). A failing squeue leaves the card as the status file
+    says (never "ended"); after `give_up_after` seconds of failures, SchedulerError.
+    """
+    job_id = load_status(session_dir).job_id
+    watcher = watcher or JobWatcher(scheduler)
+    if job_id:
+        watcher.watch(job_id, user)
+    last: tuple = ()
+    phase = ""
+    try:
+        while True:
+            status = load_status(session_dir)
+            if job_id and status.phase != phase and phase:
+                watcher.refresh()  # news from the supervisor: the cached job state may be stale
+            phase = status.phase
+            view = watcher.view(job_id) if job_id else Unknown()
+            fields = card(status, view, time.time())
+            shown = (fields["status"], fields["reason"], bool(fields["scheduler_error"]))
+            if shown != last:
+                emit(fields)
+                last = shown
+            if fields["status"] in ("Running", "Completed"):
+                return fields
+            if watcher.failing_for() > give_up_after:
+                raise SchedulerError(f"the scheduler has not answered for {give_up_after:.0f} s "
+                                     f"({fields['scheduler_error']}); the session may still "
+                                     f"start: `sh-jupyter status {status.session_id[:8]}`")
+            time.sleep(tick)
+    finally:
+        if job_id:
+            watcher.forget(job_id)
 
 
 def connection(session_dir: str) -> dict[str, str]:

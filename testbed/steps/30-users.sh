@@ -1,6 +1,7 @@
 #!/bin/bash
 # Step 30: the unprivileged test users and the directories a session uses.
-#   * shjuser1, shjuser2: ordinary login users (home, bash).
+#   * shjuser1, shjuser2: ordinary login users (home, bash); shjbench: owner of
+#     the queue benchmark's held jobs (no home, no shell).
 #   * /etc/subuid and /etc/subgid: one private range of 65536 ids each, which
 #     rootless Podman needs to map the container's users.
 #   * /run/user/UID: rootless Podman's runtime dir. Without systemd-logind
@@ -100,4 +101,11 @@ ensure_project() {
 }
 ensure_project "$TESTBED_PROJECT" "${TESTBED_PROJECT_MEMBERS[@]}"
 ensure_project "$TESTBED_OTHER_PROJECT" "${TESTBED_OTHER_MEMBERS[@]}"
-log "users: ${TESTBED_USERS[*]}; projects: $TESTBED_PROJECT (${TESTBED_PROJECT_MEMBERS[*]}), $TESTBED_OTHER_PROJECT (${TESTBED_OTHER_MEMBERS[*]})"
+# The bench's "other user" (bench/queue.py): only submits held jobs, so no home,
+# no login shell, no sub-ids, no runtime dir.
+if ! getent passwd "$TESTBED_BENCH_USER" >/dev/null; then
+    useradd -M -U -d /nonexistent -s /usr/sbin/nologin -c "sh-jupyter bench, synthetic queued jobs" \
+        "$TESTBED_BENCH_USER"
+    log "created user $TESTBED_BENCH_USER"
+fi
+log "users: ${TESTBED_USERS[*]} (bench: $TESTBED_BENCH_USER); projects: $TESTBED_PROJECT (${TESTBED_PROJECT_MEMBERS[*]}), $TESTBED_OTHER_PROJECT (${TESTBED_OTHER_MEMBERS[*]})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sh_jupyter.card import card, render
 from sh_jupyter.session import Status
-from sh_jupyter.slurm_json import JobInfo
+from sh_jupyter.slurm_jobs import JobInfo, Unknown
 
 NOW = 1_000_000
 
@@ -62,3 +62,19 @@ def test_completed_status_is_kept_as_written():
     done = card(status("Completed", reason="cancelled (SIGTERM)"), job("CANCELLED"), NOW)
     assert done["status"] == "Completed" and not done["failed"]
     assert done["reason"] == "cancelled (SIGTERM)" and done["message"] == ""
+
+
+def test_unknown_job_state_keeps_the_status_file_and_says_so():
+    for phase in ("Queued", "Starting", "Running"):
+        c = card(status(phase), Unknown("squeue failed (exit 1): boom"), NOW)
+        assert c["status"] == phase and not c["failed"] and c["reason"] == ""
+        assert c["job_state"] == "unknown" and "boom" in c["scheduler_error"]
+        assert "Job state:              unknown, shown as last recorded" in render(c)
+    local = card(status("Running", job_id="local"), Unknown(), NOW)
+    assert local["status"] == "Running" and local["job_state"] == "" \
+        and local["scheduler_error"] == "" and "Job state" not in render(local)
+
+
+def test_job_state_names_slurms_view():
+    assert card(status("Running"), job("RUNNING"), NOW)["job_state"] == "RUNNING"
+    assert card(status("Running"), None, NOW)["job_state"] == "gone"

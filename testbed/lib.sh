@@ -18,6 +18,13 @@ TESTBED_PROJECT=shjproj
 TESTBED_PROJECT_MEMBERS=(shjuser1 shjuser3)
 TESTBED_OTHER_PROJECT=shjother
 TESTBED_OTHER_MEMBERS=(shjuser2)
+# Fake GPUs (steps 55 and 60): character devices /dev/shj-gpu0..N-1 with a major number that
+# devices.txt reserves for local/experimental use and no driver claims, named by Slurm's
+# gres.conf and by the CDI spec of kind example.com/gpu.
+TESTBED_GPUS=4
+TESTBED_GPU_MAJOR=120
+TESTBED_GPU_PREFIX=/dev/shj-gpu
+TESTBED_CDI_SPEC=/etc/cdi/sh-jupyter-testbed-gpu.json
 
 # The checkout this file lives in: CI clones the repository into another
 # folder, so nothing may assume /work/main.

@@ -52,6 +52,7 @@ def card(status: Status, job: JobInfo | None, now: float) -> dict:
         "connection_timeout": status.connection_timeout,
         "cpus": status.cpus,
         "memory_gib": status.memory_gib,
+        "gpus": status.gpus,
         "host": (job.node if job and job.node else status.host) if phase != "Queued" else "",
         "message": status.message if phase == "Running" else "",
         "url": lab_url(status.host, status.port, status.base_url)
@@ -78,6 +79,8 @@ def render(fields: dict) -> str:
               f"  Connection timeout (s): {fields['connection_timeout']}",
               f"  CPUs/cores:             {fields['cpus']}",
               f"  Memory (GiB):           {fields['memory_gib']}"]
+    if fields.get("gpus"):
+        lines.append(f"  GPUs:                   {fields['gpus']}")
     if fields["host"]:
         lines.append(f"  Host:                   {fields['host']}")
     if fields["message"]:

@@ -62,3 +62,10 @@ def test_completed_status_is_kept_as_written():
     done = card(status("Completed", reason="cancelled (SIGTERM)"), job("CANCELLED"), NOW)
     assert done["status"] == "Completed" and not done["failed"]
     assert done["reason"] == "cancelled (SIGTERM)" and done["message"] == ""
+
+
+def test_gpus_are_on_the_card_only_when_the_session_has_some():
+    with_gpus = card(status("Running", gpus=2), job("RUNNING"), NOW)
+    assert with_gpus["gpus"] == 2 and "GPUs:                   2" in render(with_gpus)
+    without = card(status("Running"), job("RUNNING"), NOW)
+    assert without["gpus"] == 0 and "GPUs" not in render(without)

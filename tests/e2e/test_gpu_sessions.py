@@ -1,0 +1,259 @@
+"""GPU sessions through the real cluster: Slurm GRES with ConstrainDevices=yes, the test bed's
+CDI spec (kind example.com/gpu), rootless Podman, and checks made by code in a kernel that the
+session's own JupyterLab started.
+
+The bed has no GPU hardware: its GPUs are character devices /dev/shj-gpu0..3 (major 120, no
+driver), gres.conf File= names them, and Slurm lets a job open only the ones it holds (an open
+of an allowed node fails with ENXIO, of a denied one with EPERM). GPU index i is /dev/shj-gpu<i>.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import bed
+from jupyter_kernel import run_code
+
+U1, U2 = bed.USERS
+GPU_MAJOR = 120  # testbed/lib.sh TESTBED_GPU_MAJOR
+KIND = "example.com/gpu"
+SITE = (f'[network]\nport_min = 32000\nport_max = 32999\n[limits]\nmax_gpus = 4\n'
+        f'[gpu]\ncdi_kind = "{KIND}"\n')
+# Device nodes every rootless container has: null, zero, full, random, urandom, tty, ptmx.
+STANDARD = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)}
+VARIABLES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
+             "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES", "SHJ_TESTBED_CDI", "SLURM_JOB_GPUS")
+INSIDE = f"""
+import json, os, stat
+nodes = {{}}
+for root, dirs, files in os.walk("/dev"):
+    for name in files:
+        path = os.path.join(root, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            continue
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+            err = 0
+        except OSError as exc:
+            err = exc.errno
+        nodes[path] = [os.major(st.st_rdev), os.minor(st.st_rdev), err]
+print(json.dumps({{"nodes": nodes, "env": {{n: os.environ.get(n) for n in {VARIABLES!r}}}}}))
+"""
+
+
+def docs(text: str) -> list[dict]:
+    """The JSON documents `submit --json --wait` prints one after the other."""
+    decoder, out, i, text = json.JSONDecoder(), [], 0, text.strip()
+    while i < len(text):
+        obj, i = decoder.raw_decode(text, i)
+        out.append(obj)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
+
+
+@pytest.fixture
+def cfg(testbed) -> str:
+    return bed.write_config(SITE)
+
+
+@pytest.fixture
+def jobs():
+    """Cancel whatever a test submitted, and wait until it is gone, even on failure."""
+    started: list[str] = []
+    yield started
+    for job in started:
+        subprocess.run(["scancel", job], check=False)
+    for job in started:
+        bed.wait_for(lambda j=job: bed.job_state(j) not in ("RUNNING", "PENDING", "COMPLETING"),
+                     60, f"job {job} to end")
+
+
+def submit(user: str, cfg: str, jobs: list[str], *args: str) -> tuple[int, list[dict]]:
+    out = bed.submit(user, "--wait", *args, config=cfg)
+    got = docs(out.stdout)
+    assert got, out.stdout + out.stderr
+    jobs.append(got[0]["job_id"])
+    return out.returncode, got
+
+
+def start(user: str, cfg: str, jobs: list[str], *args: str) -> tuple[dict, dict]:
+    code, got = submit(user, cfg, jobs, *args)
+    assert code == 0 and got[-1]["status"] == "Running", got
+    return got[0], got[-1]
+
+
+def hold_a_gpu(jobs: list[str]) -> int:
+    """A plain job of the other user holding one GPU; returns its GPU index."""
+    out = bed.as_user(U2, ["sbatch", "--parsable", "-o", "/dev/null", "--gres=gpu:1", "-t", "10",
+                           "--wrap", "sleep 600"])
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.strip().split(";")[0]
+    jobs.append(job)
+    bed.wait_for(lambda: bed.job_state(job) == "RUNNING", 60, f"holder job {job} to run")
+    (index,) = gpu_indices(job)
+    return index
+
+
+def gpu_indices(job: str) -> set[int]:
+    """The GPUs Slurm allocated to a job (GRES=gpu:N(IDX:1-2,4))."""
+    out = subprocess.run(["scontrol", "show", "job", "-d", job], capture_output=True, text=True,
+                         check=True).stdout
+    match = re.search(r"GRES=gpu[^ ]*\(IDX:([0-9,-]+)\)", out)
+    assert match, out
+    indices: set[int] = set()
+    for part in match.group(1).split(","):
+        lo, _, hi = part.partition("-")
+        indices.update(range(int(lo), int(hi or lo) + 1))
+    return indices
+
+
+def session_view(user: str, cfg: str, sub: dict, ready: dict) -> dict:
+    """What a kernel of the session's JupyterLab sees: device nodes and GPU variables."""
+    out = bed.as_user(user, [bed.SH, "--config", cfg, "connect", "--json", sub["session_id"]])
+    assert out.returncode == 0, out.stderr
+    conn = json.loads(out.stdout)
+    base = ready["connect_url"].split(f":{conn['port']}", 1)[1].split("lab?", 1)[0]
+    return json.loads(run_code("127.0.0.1", int(conn["port"]), base, conn["password"], INSIDE))
+
+
+def extra_nodes(view: dict) -> dict[str, list[int]]:
+    """Device nodes beyond what every container has (pseudo-terminals aside)."""
+    return {p: v for p, v in view["nodes"].items()
+            if (v[0], v[1]) not in STANDARD and v[0] != 136}
+
+
+def expect_gpus(view: dict, indices: set[int]) -> None:
+    """Exactly these GPUs' nodes, each openable as far as the device cgroup goes (ENXIO: no
+    driver behind it; EPERM would mean the job's cgroup denies it), and no other device."""
+    assert extra_nodes(view) == {f"/dev/shj-gpu{i}": [GPU_MAJOR, i, errno.ENXIO]
+                                 for i in indices}, view
+    numbering = ",".join(str(i) for i in range(len(indices)))
+    for name in ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
+                 "ZE_AFFINITY_MASK"):
+        assert view["env"][name] == (numbering or None), view["env"]
+    assert view["env"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert view["env"]["SLURM_JOB_GPUS"] is None  # the host's numbering never reaches it
+    assert view["env"]["SHJ_TESTBED_CDI"] == (KIND if indices else None)  # the spec's own edit
+
+
+def log_of(sub: dict) -> str:
+    with open(os.path.join(sub["session_dir"], "output.log"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def card_of(user: str, cfg: str, session_id: str) -> dict:
+    out = bed.as_user(user, [bed.SH, "--config", cfg, "status", "--json", session_id])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+# --- sessions with and without GPUs ---------------------------------------------------------
+
+def test_two_concurrent_one_gpu_sessions_each_see_only_their_own(cfg, jobs):
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(start, u, cfg, jobs, "--gpus", "1") for u in (U1, U2)]
+        (s1, r1), (s2, r2) = (f.result() for f in futures)
+    (g1,), (g2,) = gpu_indices(s1["job_id"]), gpu_indices(s2["job_id"])
+    assert g1 != g2
+    for user, sub, ready, index in ((U1, s1, r1, g1), (U2, s2, r2, g2)):
+        expect_gpus(session_view(user, cfg, sub, ready), {index})
+        assert card_of(user, cfg, sub["session_id"])["gpus"] == 1
+        # Chosen by its UUID name, proven by its node, not by any index.
+        uuid_name = f"{KIND}=GPU-5348a100-0000-4000-8000-{index:012d}"
+        assert f"GPUs: 1 GPU(s) (SLURM_JOB_GPUS={index}): {uuid_name} (/dev/shj-gpu{index})" \
+            in log_of(sub)
+
+
+def test_a_session_without_gpus_sees_none_and_needs_no_spec(testbed, jobs):
+    # Its config even points at a broken spec directory: a job without GPUs reads no spec.
+    broken = bed.shared_tempdir()
+    with open(os.path.join(broken, "bad.json"), "w", encoding="utf-8") as fh:
+        fh.write("{")
+    cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{broken}"]\n')
+    sub, ready = start(U1, cfg, jobs)
+    expect_gpus(session_view(U1, cfg, sub, ready), set())
+    assert card_of(U1, cfg, sub["session_id"])["gpus"] == 0
+
+
+def test_two_gpus_behind_a_taken_one_are_numbered_from_zero_inside(cfg, jobs):
+    taken = hold_a_gpu(jobs)
+    sub, ready = start(U1, cfg, jobs, "--gpus", "2")
+    mine = gpu_indices(sub["job_id"])
+    assert len(mine) == 2 and taken not in mine
+    # Lesson 12: the job itself sees SLURM_JOB_GPUS with the node's ids and, under
+    # ConstrainDevices, CUDA_VISIBLE_DEVICES renumbered; the container sees its own 0,1.
+    assert f"SLURM_JOB_GPUS={','.join(map(str, sorted(mine)))}" in log_of(sub)
+    expect_gpus(session_view(U1, cfg, sub, ready), mine)
+
+
+# --- failing closed, with the reason on the card --------------------------------------------
+
+def _fails(user: str, cfg: str, jobs: list[str], *args: str) -> dict:
+    code, got = submit(user, cfg, jobs, *args)
+    assert code == 3, got
+    final = got[-1]
+    assert final["status"] == "Completed" and final["failed"], final
+    bed.wait_for(lambda: bed.job_state(got[0]["job_id"]) not in ("RUNNING", "COMPLETING"), 60,
+                 "the failed session's job to end")
+    assert not [n for n in bed.containers_of(user) if got[0]["session_id"] in n]
+    card = card_of(user, cfg, got[0]["session_id"])
+    assert card["failed"] and card["gpus"] == 1
+    return card
+
+
+def test_a_spec_missing_the_allocated_gpu_fails_with_the_reason_on_the_card(testbed, jobs):
+    taken = hold_a_gpu(jobs)
+    # A spec (where Podman 4.3 reads specs) whose only GPU is the one the other job holds.
+    kind = f"example.com/partial{uuid.uuid4().hex[:8]}"
+    path = f"/etc/cdi/shj-test-{kind.rsplit('/', 1)[1]}.json"
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"cdiVersion": "0.5.0", "kind": kind, "devices": [
+            {"name": str(taken), "containerEdits": {
+                "deviceNodes": [{"path": f"/dev/shj-gpu{taken}"}]}}]}, fh)
+    os.chmod(path, 0o644)
+    try:
+        cfg = bed.write_config(SITE.replace(KIND, kind))
+        card = _fails(U1, cfg, jobs, "--gpus", "1")
+    finally:
+        os.unlink(path)
+    reason = card["reason"]
+    assert "Slurm allocated 1 GPU(s)" in reason and f"only 0 CDI device(s) of kind {kind}" \
+        in reason, reason
+    assert f"not this job's: {kind}={taken} (/dev/shj-gpu{taken})" in reason, reason
+    assert "lack this job's GPU" in reason
+
+
+def test_a_malformed_spec_fails_the_session_naming_it(testbed, jobs):
+    specs = bed.shared_tempdir()
+    path = os.path.join(specs, "site-gpu.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{"cdiVersion": "0.5.0", "kind": "example.com/gpu", "devices": [')
+    os.chmod(path, 0o644)
+    cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{specs}"]\n')
+    card = _fails(U1, cfg, jobs, "--gpus", "1")
+    assert card["reason"].startswith(f"CDI spec {path} is not valid JSON"), card["reason"]
+
+
+def test_an_unreadable_spec_fails_the_session_naming_it(testbed, jobs):
+    specs = bed.shared_tempdir()
+    path = os.path.join(specs, "site-gpu.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"cdiVersion": "0.5.0", "kind": "example.com/other", "devices": []}, fh)
+    os.chmod(path, 0o600)  # root's: the user's supervisor cannot read it
+    cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{specs}"]\n')
+    card = _fails(U1, cfg, jobs, "--gpus", "1")
+    assert card["reason"] == (f"CDI spec {path} cannot be read (Permission denied); specs "
+                              "must be readable by every user (chmod 0644)")

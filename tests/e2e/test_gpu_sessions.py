@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ import bed
 from jupyter_kernel import run_code
 
 U1, U2 = bed.USERS
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GPU_MAJOR = 120  # testbed/lib.sh TESTBED_GPU_MAJOR
 KIND = "example.com/gpu"
 SITE = (f'[network]\nport_min = 32000\nport_max = 32999\n[limits]\nmax_gpus = 4\n'
@@ -257,3 +259,23 @@ def test_an_unreadable_spec_fails_the_session_naming_it(testbed, jobs):
     card = _fails(U1, cfg, jobs, "--gpus", "1")
     assert card["reason"] == (f"CDI spec {path} cannot be read (Permission denied); specs "
                               "must be readable by every user (chmod 0644)")
+
+
+# --- the admin's check for real GPU nodes, run here on the fake ones ------------------------
+
+def test_bench_gpu_check_passes_on_the_test_bed(cfg):
+    """bench/gpu-check as a user (from a copy they can read), with a command that lists the
+    bed's GPU nodes instead of `nvidia-smi -L`."""
+    root = bed.shared_tempdir()
+    for rel in ("bench/gpu-check", "tests/jupyter_kernel.py"):
+        os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+        shutil.copy2(os.path.join(REPO, rel), os.path.join(root, rel))
+        os.chmod(os.path.dirname(os.path.join(root, rel)), 0o755)
+    out = bed.as_user(U1, [bed.PYTHON, os.path.join(root, "bench/gpu-check"), "--config", cfg,
+                           "--sh-jupyter", bed.SH, "--via", "127.0.0.1",
+                           "--command", "sh -c 'ls /dev/shj-gpu*'"], timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("== session ") == 2 and "PASS" in out.stdout, out.stdout
+    seen = re.findall(r"^ {5}(/dev/shj-gpu\d)$", out.stdout, re.M)
+    assert len(seen) == 2 and len(set(seen)) == 2, out.stdout
+    assert out.stdout.count("Slurm allocated gpu:1(IDX:") == 2, out.stdout

@@ -118,16 +118,20 @@ def test_a_device_only_in_an_extra_directory_is_unusable_before_podman_5_5(
         assert (devices[0].problem() == "") is usable, devices[0].problem()
 
 
-def test_for_job_on_real_nodes_the_job_may_open(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing here is constrained (no Slurm job): two openable "GPUs" for a 1-GPU job is
-    # exactly the case that must fail closed rather than guess.
+def test_for_job_outside_a_confined_job_fails_closed(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing confines this test process: two openable "GPUs" for a 1-GPU job, or two for a
+    # 2-GPU job with no sign of ConstrainDevices, must both fail rather than guess.
     monkeypatch.setattr(host, "podman_version", lambda: (5, 5, 0))
     _write(tmp_path, {"cdiVersion": "0.5.0", "kind": KIND, "devices": [
         {"name": "a", "containerEdits": {"deviceNodes": [{"path": "/dev/null"}]}},
         {"name": "b", "containerEdits": {"deviceNodes": [{"path": "/dev/zero"}]}}]})
-    with pytest.raises(GpuMismatch, match="ConstrainDevices=yes"):
+    with pytest.raises(GpuMismatch, match="this job may open the devices of 2 GPUs"):
         host.for_job(_cfg(tmp_path), {"SLURM_JOB_GPUS": "0"})
+    assert host.confined() is not True
+    with pytest.raises(GpuMismatch, match="nothing shows that Slurm confines this job"):
+        host.for_job(_cfg(tmp_path), {"SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1"})
+    monkeypatch.setattr(host, "confined", lambda: True)  # as inside a ConstrainDevices job
     out = host.for_job(_cfg(tmp_path), {"SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert out.names == (f"{KIND}=a", f"{KIND}=b")
     assert out.environment["CUDA_VISIBLE_DEVICES"] == "0,1"

@@ -120,13 +120,27 @@ def test_index_names_are_used_when_the_spec_has_no_other_name() -> None:
 
 
 def test_all_is_never_chosen_even_for_a_job_holding_every_gpu() -> None:
-    out = choose(job("0,1,2,3", None, visible="0,1,2,3"), node_spec(), KIND, VARS)
+    out = choose(job("0,1,2,3", None, visible="0,1,2,3", confined=True), node_spec(), KIND,
+                 VARS)
     assert out.count == 4 and f"{KIND}=all" not in out.names
 
 
-def test_a_job_holding_the_only_gpu_needs_no_constraint() -> None:
-    out = choose(job("0", None, n_nodes=1), node_spec(1), KIND)
+def test_a_job_holding_every_gpu_is_refused_nothing_but_must_be_seen_confined() -> None:
+    out = choose(job("0", None, n_nodes=1, confined=True), node_spec(1), KIND)
     assert out.names == (f"{KIND}={uuid(0)}",)
+
+
+def test_an_unconfined_job_is_refused_even_when_the_count_fits() -> None:
+    # No ConstrainDevices: the job holds GPU 0 of two, the spec lacks GPU 0 and lists GPU 1.
+    # Everything opens and the count fits, yet GPU 1 is another job's.
+    lacking = [dev(uuid(1), 1)]
+    for confined in (False, None):
+        with pytest.raises(GpuMismatch, match="nothing shows that Slurm confines this job"):
+            choose(job("0", None, n_nodes=2, confined=confined), lacking, KIND)
+    # NVML seeing both GPUs openable gives it away as well.
+    nvml = (NvmlGpu(uuid(0), nid(0)), NvmlGpu(uuid(1), nid(1)))
+    with pytest.raises(GpuMismatch, match="NVML shows 2"):
+        choose(job("0", None, n_nodes=2, nvml=nvml), lacking, KIND)
 
 
 # --- failing closed -------------------------------------------------------------------------
@@ -184,7 +198,8 @@ def test_a_device_with_a_problem_is_never_chosen_and_is_named() -> None:
 
 def test_a_device_without_nodes_cannot_be_a_gpu() -> None:
     devices = [Device(KIND, "env-only", ()), dev(uuid(0), 0)]
-    assert choose(job("0", {0}, n_nodes=1), devices, KIND).names == (f"{KIND}={uuid(0)}",)
+    out = choose(job("0", {0}, n_nodes=1, confined=True), devices, KIND)
+    assert out.names == (f"{KIND}={uuid(0)}",)
 
 
 def test_partly_shared_nodes_fail() -> None:

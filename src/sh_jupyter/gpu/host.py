@@ -106,6 +106,21 @@ def device_rules() -> tuple[str, ...] | None:
     return None
 
 
+def confined() -> bool | None:
+    """Is this process in a Slurm job's own devices cgroup (cgroup v1, ConstrainDevices=yes)?
+    None on cgroup v2, where a job's cgroup exists whether or not devices are constrained."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "devices" in controllers.split(","):
+            return "/job_" in path
+    return None
+
+
 def denied(paths: Mapping[NodeId, str]) -> frozenset[NodeId]:
     """The nodes this process may not open: EPERM from the device cgroup, EACCES from the
     node's mode. Other errors (ENXIO: no driver behind it) mean the cgroup let it through."""
@@ -206,7 +221,8 @@ def for_job(cfg: Config, job_env: Mapping[str, str]) -> Assignment:
     for g in gpus or ():
         if g.identity is not None:
             paths.setdefault(g.identity, f"/dev/nvidia{g.identity.minor}")
-    job = Job(job_gpus, job_env.get("CUDA_VISIBLE_DEVICES"), device_rules(), denied(paths), gpus)
+    job = Job(job_gpus, job_env.get("CUDA_VISIBLE_DEVICES"), device_rules(), denied(paths), gpus,
+              confined())
     assignment = choose(job, devices, kind, variables, searched=" and ".join(dirs))
     say(f"GPUs: {assignment.detail}")
     return assignment

@@ -93,6 +93,9 @@ class Job:
     device_rules: tuple[str, ...] | None = None  # devices.list when it lists (deny by default)
     denied: frozenset[NodeId] = frozenset()  # nodes the job could not open (EPERM, EACCES)
     nvml: tuple[NvmlGpu, ...] | None = None  # None: no NVML on this node / not NVIDIA
+    # The job's device cgroup is Slurm's (cgroup v1: its devices hierarchy path is the job's,
+    # which Slurm makes only with ConstrainDevices=yes); None: cannot tell (cgroup v2).
+    confined: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,18 @@ def _groups(devices: Sequence[Device], job: Job, kind: str
     return ordered, denied, unusable
 
 
+def _check_confined(job: Job, devices: Sequence[Device], kind: str, ids: str) -> None:
+    """A job that may open every GPU node is either confined and holding them all, or not
+    confined at all; in the second case a spec lacking its GPU would hand it another's."""
+    refused = any(not _allowed(job, i) for d in devices for i in d.identities())
+    if refused or job.device_rules is not None or job.confined or job.nvml is not None:
+        return
+    raise GpuMismatch(f"nothing shows that Slurm confines this job (SLURM_JOB_GPUS={ids}) to its "
+                      f"own GPUs: it may open every device of kind {kind}, and its device cgroup "
+                      "is not a Slurm job's (ConstrainDevices=yes in cgroup.conf is needed), so "
+                      "which GPUs are its own cannot be proven")
+
+
 def _nvml_uuids(job: Job, groups: list[list[Device]], kind: str, n: int) -> list[str]:
     """Each group's GPU UUID as NVML reports it; GpuMismatch unless NVML and the device cgroup
     tell the same story."""
@@ -267,6 +282,7 @@ def choose(job: Job, devices: Sequence[Device], kind: str, variables: Sequence[s
                           f"({names}) but Slurm allocated {n} (SLURM_JOB_GPUS={ids}): without "
                           "ConstrainDevices=yes in cgroup.conf the job's own GPUs cannot be "
                           "told apart, and sh-jupyter does not guess")
+    _check_confined(job, devices, kind, ids)
     uuids = _nvml_uuids(job, groups, kind, n)
     chosen = [_preferred_name(g, u) for g, u in zip(groups, uuids)]
     detail = ", ".join(f"{d.qualified} ({', '.join(x.path for x in d.nodes)})" for d in chosen)

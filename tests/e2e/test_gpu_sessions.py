@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import lab
+
 import bed
-from jupyter_kernel import run_code
 
 U1, U2 = bed.USERS
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,7 +129,8 @@ def session_view(user: str, cfg: str, sub: dict, ready: dict) -> dict:
     assert out.returncode == 0, out.stderr
     conn = json.loads(out.stdout)
     base = ready["connect_url"].split(f":{conn['port']}", 1)[1].split("lab?", 1)[0]
-    return json.loads(run_code("127.0.0.1", int(conn["port"]), base, conn["password"], INSIDE))
+    return json.loads(lab.run_in_kernel(int(conn["port"]), conn["password"], INSIDE,
+                                        base_url=base))
 
 
 def extra_nodes(view: dict) -> dict[str, list[int]]:
@@ -267,7 +269,7 @@ def test_bench_gpu_check_passes_on_the_test_bed(cfg):
     """bench/gpu-check as a user (from a copy they can read), with a command that lists the
     bed's GPU nodes instead of `nvidia-smi -L`."""
     root = bed.shared_tempdir()
-    for rel in ("bench/gpu-check", "tests/jupyter_kernel.py"):
+    for rel in ("bench/gpu-check", "tests/lab.py"):
         os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
         shutil.copy2(os.path.join(REPO, rel), os.path.join(root, rel))
         os.chmod(os.path.dirname(os.path.join(root, rel)), 0o755)

@@ -28,8 +28,7 @@ U1, U2 = bed.USERS
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GPU_MAJOR = 120  # testbed/lib.sh TESTBED_GPU_MAJOR
 KIND = "example.com/gpu"
-SITE = (f'[network]\nport_min = 32000\nport_max = 32999\n[limits]\nmax_gpus = 4\n'
-        f'[gpu]\ncdi_kind = "{KIND}"\n')
+SITE = bed.E2E_PORTS + f'[limits]\nmax_gpus = 4\n[gpu]\ncdi_kind = "{KIND}"\n'
 # Device nodes every rootless container has: null, zero, full, random, urandom, tty, ptmx.
 STANDARD = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)}
 VARIABLES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
@@ -56,55 +55,27 @@ print(json.dumps({{"nodes": nodes, "env": {{n: os.environ.get(n) for n in {VARIA
 """
 
 
-def docs(text: str) -> list[dict]:
-    """The JSON documents `submit --json --wait` prints one after the other."""
-    decoder, out, i, text = json.JSONDecoder(), [], 0, text.strip()
-    while i < len(text):
-        obj, i = decoder.raw_decode(text, i)
-        out.append(obj)
-        while i < len(text) and text[i].isspace():
-            i += 1
-    return out
-
-
 @pytest.fixture
 def cfg(testbed) -> str:
+    """The e2e port range, GPUs allowed, the bed's CDI kind."""
     return bed.write_config(SITE)
 
 
-@pytest.fixture
-def jobs():
-    """Cancel whatever a test submitted, and wait until it is gone, even on failure."""
-    started: list[str] = []
-    yield started
-    for job in started:
-        subprocess.run(["scancel", job], check=False)
-    for job in started:
-        bed.wait_for(lambda j=job: bed.job_state(j) not in ("RUNNING", "PENDING", "COMPLETING"),
-                     60, f"job {job} to end")
-
-
-def submit(user: str, cfg: str, jobs: list[str], *args: str) -> tuple[int, list[dict]]:
+def failing(user: str, cfg: str, cleanup: list[str], *args: str) -> tuple[int, list[dict]]:
     out = bed.submit(user, "--wait", *args, config=cfg)
-    got = docs(out.stdout)
+    got = bed.docs(out.stdout)
     assert got, out.stdout + out.stderr
-    jobs.append(got[0]["job_id"])
+    cleanup.append(got[0]["job_id"])
     return out.returncode, got
 
 
-def start(user: str, cfg: str, jobs: list[str], *args: str) -> tuple[dict, dict]:
-    code, got = submit(user, cfg, jobs, *args)
-    assert code == 0 and got[-1]["status"] == "Running", got
-    return got[0], got[-1]
-
-
-def hold_a_gpu(jobs: list[str]) -> int:
+def hold_a_gpu(cleanup: list[str]) -> int:
     """A plain job of the other user holding one GPU; returns its GPU index."""
     out = bed.as_user(U2, ["sbatch", "--parsable", "-o", "/dev/null", "--gres=gpu:1", "-t", "10",
                            "--wrap", "sleep 600"])
     assert out.returncode == 0, out.stderr
     job = out.stdout.strip().split(";")[0]
-    jobs.append(job)
+    cleanup.append(job)
     bed.wait_for(lambda: bed.job_state(job) == "RUNNING", 60, f"holder job {job} to run")
     (index,) = gpu_indices(job)
     return index
@@ -125,9 +96,7 @@ def gpu_indices(job: str) -> set[int]:
 
 def session_view(user: str, cfg: str, sub: dict, ready: dict) -> dict:
     """What a kernel of the session's JupyterLab sees: device nodes and GPU variables."""
-    out = bed.as_user(user, [bed.SH, "--config", cfg, "connect", "--json", sub["session_id"]])
-    assert out.returncode == 0, out.stderr
-    conn = json.loads(out.stdout)
+    conn = bed.connection(user, sub["session_id"], cfg)
     base = ready["connect_url"].split(f":{conn['port']}", 1)[1].split("lab?", 1)[0]
     return json.loads(lab.run_in_kernel(int(conn["port"]), conn["password"], INSIDE,
                                         base_url=base))
@@ -153,73 +122,63 @@ def expect_gpus(view: dict, indices: set[int]) -> None:
     assert view["env"]["SHJ_TESTBED_CDI"] == (KIND if indices else None)  # the spec's own edit
 
 
-def log_of(sub: dict) -> str:
-    with open(os.path.join(sub["session_dir"], "output.log"), encoding="utf-8") as fh:
-        return fh.read()
-
-
-def card_of(user: str, cfg: str, session_id: str) -> dict:
-    out = bed.as_user(user, [bed.SH, "--config", cfg, "status", "--json", session_id])
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 # --- sessions with and without GPUs ---------------------------------------------------------
 
-def test_two_concurrent_one_gpu_sessions_each_see_only_their_own(cfg, jobs):
+def test_two_concurrent_one_gpu_sessions_each_see_only_their_own(cfg, cleanup):
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(start, u, cfg, jobs, "--gpus", "1") for u in (U1, U2)]
+        futures = [pool.submit(bed.start, u, cfg, cleanup, "--gpus", "1") for u in (U1, U2)]
         (s1, r1), (s2, r2) = (f.result() for f in futures)
     (g1,), (g2,) = gpu_indices(s1["job_id"]), gpu_indices(s2["job_id"])
     assert g1 != g2
     for user, sub, ready, index in ((U1, s1, r1, g1), (U2, s2, r2, g2)):
         expect_gpus(session_view(user, cfg, sub, ready), {index})
-        assert card_of(user, cfg, sub["session_id"])["gpus"] == 1
+        assert bed.card(user, sub["session_id"], cfg)["gpus"] == 1
         # Chosen by its UUID name, proven by its node, not by any index.
         uuid_name = f"{KIND}=GPU-5348a100-0000-4000-8000-{index:012d}"
         assert f"GPUs: 1 GPU(s) (SLURM_JOB_GPUS={index}): {uuid_name} (/dev/shj-gpu{index})" \
-            in log_of(sub)
+            in bed.session_log(sub["session_dir"])
 
 
-def test_a_session_without_gpus_sees_none_and_needs_no_spec(testbed, jobs):
+def test_a_session_without_gpus_sees_none_and_needs_no_spec(testbed, cleanup):
     # Its config even points at a broken spec directory: a job without GPUs reads no spec.
     broken = bed.shared_tempdir()
     with open(os.path.join(broken, "bad.json"), "w", encoding="utf-8") as fh:
         fh.write("{")
     cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{broken}"]\n')
-    sub, ready = start(U1, cfg, jobs)
+    sub, ready = bed.start(U1, cfg, cleanup)
     expect_gpus(session_view(U1, cfg, sub, ready), set())
-    assert card_of(U1, cfg, sub["session_id"])["gpus"] == 0
+    assert bed.card(U1, sub["session_id"], cfg)["gpus"] == 0
 
 
-def test_two_gpus_behind_a_taken_one_are_numbered_from_zero_inside(cfg, jobs):
-    taken = hold_a_gpu(jobs)
-    sub, ready = start(U1, cfg, jobs, "--gpus", "2")
+def test_two_gpus_behind_a_taken_one_are_numbered_from_zero_inside(cfg, cleanup):
+    taken = hold_a_gpu(cleanup)
+    sub, ready = bed.start(U1, cfg, cleanup, "--gpus", "2")
     mine = gpu_indices(sub["job_id"])
     assert len(mine) == 2 and taken not in mine
     # Lesson 12: the job itself sees SLURM_JOB_GPUS with the node's ids and, under
     # ConstrainDevices, CUDA_VISIBLE_DEVICES renumbered; the container sees its own 0,1.
-    assert f"SLURM_JOB_GPUS={','.join(map(str, sorted(mine)))}" in log_of(sub)
+    ids = ",".join(map(str, sorted(mine)))
+    assert f"SLURM_JOB_GPUS={ids}" in bed.session_log(sub["session_dir"])
     expect_gpus(session_view(U1, cfg, sub, ready), mine)
 
 
 # --- failing closed, with the reason on the card --------------------------------------------
 
-def _fails(user: str, cfg: str, jobs: list[str], *args: str) -> dict:
-    code, got = submit(user, cfg, jobs, *args)
+def _fails(user: str, cfg: str, cleanup: list[str], *args: str) -> dict:
+    code, got = failing(user, cfg, cleanup, *args)
     assert code == 3, got
     final = got[-1]
     assert final["status"] == "Completed" and final["failed"], final
     bed.wait_for(lambda: bed.job_state(got[0]["job_id"]) not in ("RUNNING", "COMPLETING"), 60,
                  "the failed session's job to end")
     assert not [n for n in bed.containers_of(user) if got[0]["session_id"] in n]
-    card = card_of(user, cfg, got[0]["session_id"])
+    card = bed.card(user, got[0]["session_id"], cfg)
     assert card["failed"] and card["gpus"] == 1
     return card
 
 
-def test_a_spec_missing_the_allocated_gpu_fails_with_the_reason_on_the_card(testbed, jobs):
-    taken = hold_a_gpu(jobs)
+def test_a_spec_missing_the_allocated_gpu_fails_with_the_reason_on_the_card(testbed, cleanup):
+    taken = hold_a_gpu(cleanup)
     # A spec (where Podman 4.3 reads specs) whose only GPU is the one the other job holds.
     kind = f"example.com/partial{uuid.uuid4().hex[:8]}"
     path = f"/etc/cdi/shj-test-{kind.rsplit('/', 1)[1]}.json"
@@ -230,7 +189,7 @@ def test_a_spec_missing_the_allocated_gpu_fails_with_the_reason_on_the_card(test
     os.chmod(path, 0o644)
     try:
         cfg = bed.write_config(SITE.replace(KIND, kind))
-        card = _fails(U1, cfg, jobs, "--gpus", "1")
+        card = _fails(U1, cfg, cleanup, "--gpus", "1")
     finally:
         os.unlink(path)
     reason = card["reason"]
@@ -240,25 +199,25 @@ def test_a_spec_missing_the_allocated_gpu_fails_with_the_reason_on_the_card(test
     assert "lack this job's GPU" in reason
 
 
-def test_a_malformed_spec_fails_the_session_naming_it(testbed, jobs):
+def test_a_malformed_spec_fails_the_session_naming_it(testbed, cleanup):
     specs = bed.shared_tempdir()
     path = os.path.join(specs, "site-gpu.json")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write('{"cdiVersion": "0.5.0", "kind": "example.com/gpu", "devices": [')
     os.chmod(path, 0o644)
     cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{specs}"]\n')
-    card = _fails(U1, cfg, jobs, "--gpus", "1")
+    card = _fails(U1, cfg, cleanup, "--gpus", "1")
     assert card["reason"].startswith(f"CDI spec {path} is not valid JSON"), card["reason"]
 
 
-def test_an_unreadable_spec_fails_the_session_naming_it(testbed, jobs):
+def test_an_unreadable_spec_fails_the_session_naming_it(testbed, cleanup):
     specs = bed.shared_tempdir()
     path = os.path.join(specs, "site-gpu.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"cdiVersion": "0.5.0", "kind": "example.com/other", "devices": []}, fh)
     os.chmod(path, 0o600)  # root's: the user's supervisor cannot read it
     cfg = bed.write_config(SITE + f'cdi_spec_dirs = ["{specs}"]\n')
-    card = _fails(U1, cfg, jobs, "--gpus", "1")
+    card = _fails(U1, cfg, cleanup, "--gpus", "1")
     assert card["reason"] == (f"CDI spec {path} cannot be read (Permission denied); specs "
                               "must be readable by every user (chmod 0644)")
 

@@ -141,6 +141,7 @@ def _expected_outside_sitelib(path: str) -> bool:
 
 def test_file_list_has_nothing_else(files: list[str], sitelib: str):
     modules = set(_repo_files("src/sh_jupyter"))
+    subpackages = {m.rsplit("/", 1)[0] for m in modules if "/" in m}  # e.g. gpu
     package, distinfo = f"{sitelib}/sh_jupyter", f"{sitelib}/sh_jupyter-{VERSION}.dist-info"
     stray = []
     for f in files:
@@ -149,7 +150,8 @@ def test_file_list_has_nothing_else(files: list[str], sitelib: str):
         if f.startswith(package + "/"):
             rel = f.removeprefix(package + "/")
             # Byte-code only from the platform's brp-python-bytecompile (RHEL), never copied.
-            if rel in modules or re.fullmatch(r"__pycache__(/[^/]+\.pyc)?", rel):
+            if rel in modules | subpackages \
+                    or re.fullmatch(r"([^/]+/)?__pycache__(/[^/]+\.pyc)?", rel):
                 continue
         elif _expected_outside_sitelib(f):
             continue

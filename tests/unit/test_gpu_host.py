@@ -64,6 +64,8 @@ def test_allocated_count() -> None:
     assert host.allocated_count({"SLURM_JOB_GPUS": "1,3"}) == 2
     assert host.allocated_count({}) == 0
     assert host.allocated_count({"SLURM_JOB_GPUS": "bogus"}) == 0
+    # An srun step (observed: Slurm 22.05 sets no SLURM_JOB_GPUS there) says SLURM_STEP_GPUS.
+    assert host.allocated_count({"SLURM_STEP_GPUS": "2", "CUDA_VISIBLE_DEVICES": "0"}) == 1
 
 
 def test_a_job_without_gpus_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,9 +43,15 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 def allocated_count(job_env: Mapping[str, str]) -> int:
     """How many GPUs Slurm gave the job (for the card; 0 when it says nothing usable)."""
     try:
-        return len(parse_job_gpus(job_env.get("SLURM_JOB_GPUS")))
+        return len(job_gpus(job_env))
     except GpuMismatch:
         return 0
+
+
+def job_gpus(job_env: Mapping[str, str]) -> tuple[str, ...]:
+    """The GPU ids Slurm gave the job: SLURM_JOB_GPUS in a batch job (sessions), else
+    SLURM_STEP_GPUS (a supervisor started by srun, whose steps lack SLURM_JOB_GPUS)."""
+    return parse_job_gpus(job_env.get("SLURM_JOB_GPUS") or job_env.get("SLURM_STEP_GPUS"))
 
 
 def spec_dirs(cfg: Config) -> list[str]:
@@ -206,12 +212,12 @@ def for_job(cfg: Config, job_env: Mapping[str, str]) -> Assignment:
     does not provably agree. A job without GPUs costs nothing here.
     """
     kind, variables = cfg["gpu.cdi_kind"], cfg["gpu.visible_variables"]
-    job_gpus = parse_job_gpus(job_env.get("SLURM_JOB_GPUS"))
-    if not job_gpus:
+    ids = job_gpus(job_env)
+    if not ids:
         return Assignment((), container_environment(0, variables), "no GPUs")
-    if len(job_gpus) > cfg["limits.max_gpus"]:
-        raise GpuMismatch(f"the job holds {len(job_gpus)} GPU(s) (SLURM_JOB_GPUS="
-                          f"{','.join(job_gpus)}) but sessions may have at most "
+    if len(ids) > cfg["limits.max_gpus"]:
+        raise GpuMismatch(f"the job holds {len(ids)} GPU(s) (SLURM_JOB_GPUS="
+                          f"{','.join(ids)}) but sessions may have at most "
                           f"{cfg['limits.max_gpus']} (limits.max_gpus)")
     dirs = spec_dirs(cfg)
     devices = node_devices(cfg, dirs)
@@ -221,7 +227,7 @@ def for_job(cfg: Config, job_env: Mapping[str, str]) -> Assignment:
     for g in gpus or ():
         if g.identity is not None:
             paths.setdefault(g.identity, f"/dev/nvidia{g.identity.minor}")
-    job = Job(job_gpus, job_env.get("CUDA_VISIBLE_DEVICES"), device_rules(), denied(paths), gpus,
+    job = Job(ids, job_env.get("CUDA_VISIBLE_DEVICES"), device_rules(), denied(paths), gpus,
               confined())
     assignment = choose(job, devices, kind, variables, searched=" and ".join(dirs))
     say(f"GPUs: {assignment.detail}")

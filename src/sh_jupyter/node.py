@@ -89,7 +89,8 @@ class Node:
         if ids:
             stop = str(self.cfg["session.stop_timeout"])
             out = self.podman("rm", "-f", "-t", stop, *ids, timeout=STEP_TIMEOUT + 30)
-            self.log(f"removed containers {' '.join(ids)} (rc {out.returncode})")
+            why = f": {' '.join(out.stderr.split())[:300]}" if out.returncode else ""
+            self.log(f"removed containers {' '.join(ids)} (rc {out.returncode}){why}")
         left = self.job_containers()
         if left:
             self.log(f"containers still present: {' '.join(left)}")

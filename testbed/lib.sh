@@ -20,6 +20,13 @@ TESTBED_OTHER_PROJECT=shjother
 TESTBED_OTHER_MEMBERS=(shjuser2)
 # Owns the synthetic held jobs of bench/queue.py (another user's queue); never runs anything.
 TESTBED_BENCH_USER=shjbench
+# Fake GPUs (steps 55 and 60): character devices /dev/shj-gpu0..N-1 with a major number that
+# devices.txt reserves for local/experimental use and no driver claims, named by Slurm's
+# gres.conf and by the CDI spec of kind example.com/gpu.
+TESTBED_GPUS=4
+TESTBED_GPU_MAJOR=120
+TESTBED_GPU_PREFIX=/dev/shj-gpu
+TESTBED_CDI_SPEC=/etc/cdi/sh-jupyter-testbed-gpu.json
 
 # The checkout this file lives in: CI clones the repository into another
 # folder, so nothing may assume /work/main.

@@ -13,8 +13,8 @@ import websocket
 
 
 def api(port: int, token: str, method: str, path: str, body: dict | None = None,
-        base_url: str = "/") -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{base_url}{path.lstrip('/')}",
+        base_url: str = "/", host: str = "127.0.0.1") -> dict:
+    req = urllib.request.Request(f"http://{host}:{port}{base_url}{path.lstrip('/')}",
                                  method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"token {token}",
@@ -32,9 +32,9 @@ def _message(msg_type: str, content: dict, session: str) -> dict:
 
 
 def _connect(port: int, token: str, kernel_id: str, timeout: float,
-             base_url: str = "/") -> websocket.WebSocket:
+             base_url: str = "/", host: str = "127.0.0.1") -> websocket.WebSocket:
     return websocket.create_connection(
-        f"ws://127.0.0.1:{port}{base_url}api/kernels/{kernel_id}/channels",
+        f"ws://{host}:{port}{base_url}api/kernels/{kernel_id}/channels",
         header=[f"Authorization: token {token}"], timeout=timeout)
 
 
@@ -64,12 +64,13 @@ def start_in_kernel(port: int, token: str, kernel_id: str, code: str,
 
 
 def run_in_kernel(port: int, token: str, code: str, timeout: float = 120,
-                  base_url: str = "/") -> str:
+                  base_url: str = "/", host: str = "127.0.0.1") -> str:
     """Start a python3 kernel through JupyterLab, run code, return its stdout (and errors as
-    'ERROR name: value' lines); the kernel is shut down afterwards."""
-    kernel = api(port, token, "POST", "api/kernels", {"name": "python3"}, base_url)
+    'ERROR name: value' lines); the kernel is shut down afterwards. `host`: where the session's
+    port is reached (another node, for bench/gpu-check)."""
+    kernel = api(port, token, "POST", "api/kernels", {"name": "python3"}, base_url, host)
     try:
-        ws = _connect(port, token, kernel["id"], timeout, base_url)
+        ws = _connect(port, token, kernel["id"], timeout, base_url, host)
         try:
             msg_id = _execute(ws, code)
             out: list[str] = []
@@ -89,7 +90,7 @@ def run_in_kernel(port: int, token: str, code: str, timeout: float = 120,
         finally:
             ws.close()
     finally:
-        api(port, token, "DELETE", f"api/kernels/{kernel['id']}", base_url=base_url)
+        api(port, token, "DELETE", f"api/kernels/{kernel['id']}", base_url=base_url, host=host)
 
 
 def run_in_terminal(port: int, token: str, name: str, command: str, expect: str,

@@ -63,6 +63,7 @@ def card(status: Status, job: JobView, now: float) -> dict:
         "connection_timeout": status.connection_timeout,
         "cpus": status.cpus,
         "memory_gib": status.memory_gib,
+        "gpus": status.gpus,
         "host": (known.node if known and known.node else status.host)
         if phase != "Queued" else "",
         "message": status.message if phase == "Running" else "",
@@ -92,6 +93,8 @@ def render(fields: dict) -> str:
               f"  Connection timeout (s): {fields['connection_timeout']}",
               f"  CPUs/cores:             {fields['cpus']}",
               f"  Memory (GiB):           {fields['memory_gib']}"]
+    if fields.get("gpus"):
+        lines.append(f"  GPUs:                   {fields['gpus']}")
     if fields["host"]:
         lines.append(f"  Host:                   {fields['host']}")
     if fields["message"]:

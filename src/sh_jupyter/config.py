@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .durations import format_walltime, parse_walltime
 from .errors import UsageError
+from .gpu.cdi import valid_kind
 from .templates import check_path_template
 
 if sys.version_info >= (3, 11):
@@ -89,11 +90,34 @@ def check_base_url(v: str) -> str | None:
 OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
             "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
             "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+# The job's GPU variables number the host's view (renumbered or not): never copied in.
+_GPU_ENV = {"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
+            "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES",
+            "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"}
 
 
 def _copyable_env(v: list[str]) -> str | None:
-    bad = [n for n in v if n in OWN_ENV or not n.replace("_", "a").isalnum()]
+    bad = [n for n in v if n in OWN_ENV | _GPU_ENV or not _is_variable(n)]
     return f"cannot copy {bad}: set by sh-jupyter itself or not a variable name" if bad else None
+
+
+def _is_variable(name: str) -> bool:
+    return bool(name) and not name[0].isdigit() and name.replace("_", "a").isalnum() \
+        and name.isascii()
+
+
+def _gpu_variables(v: list[str]) -> str | None:
+    bad = [n for n in v if not _is_variable(n) or n in OWN_ENV or n == "NVIDIA_VISIBLE_DEVICES"]
+    return f"cannot set {bad}: not a variable name, or set by sh-jupyter itself" if bad else None
+
+
+def _cdi_kind(v: str) -> str | None:
+    return None if valid_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
+
+
+def _abs_paths(v: list[str]) -> str | None:
+    bad = [p for p in v if _abs_path(p)]
+    return f"{bad}: each must be an absolute path without '..'" if bad else None
 
 
 def _nonempty(v: list[str]) -> str | None:
@@ -173,7 +197,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shm_size": Key("str", "1g", "size of /dev/shm"),
         "cap_add": Key("list[str]", [], "capabilities added back after dropping all "
                        "(JupyterLab needs none)", _caps),
-        "devices": Key("list[str]", [], "host devices passed in (e.g. GPUs the site allows)"),
+        "devices": Key("list[str]", [], "host devices passed into every session (never GPUs: "
+                       "a session gets its job's GPUs through CDI, see [gpu])"),
         "limits": Key("str", "auto", "apply the job's CPUs and memory to the container: auto "
                       "(only where cgroup v2 is delegated), always, never",
                       _one_of("auto", "always", "never")),
@@ -188,10 +213,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_cpus": Key("int", 32, "most CPUs a session may ask for", _range(1, 4096)),
         "max_memory_gib": Key("int", 256, "most memory (GiB) a session may ask for",
                               _range(1, 65536)),
-        "max_gpus": Key("int", 0, "most GPUs a session may ask for", _range(0, 64)),
+        "max_gpus": Key("int", 0, "most GPUs a session may ask for (and hold: a job with more "
+                        "fails); 0: no GPU sessions", _range(0, 64)),
         "default_cpus": Key("int", 1, "CPUs when the user asks for none", _range(1, 4096)),
         "default_memory_gib": Key("int", 4, "memory (GiB) when the user asks for none",
                                   _range(1, 65536)),
+    },
+    "gpu": {
+        "cdi_kind": Key("str", "nvidia.com/gpu", "CDI kind (VENDOR/CLASS) of the node's GPUs; a "
+                        "session gets the devices of this kind whose device nodes its job may "
+                        "open, named by UUID where the spec has UUID names", _cdi_kind),
+        "cdi_spec_dirs": Key("list[str]", [], "CDI spec directories read after /etc/cdi and "
+                             "/var/run/cdi (a later one wins a device name). Podman before 5.5 "
+                             "reads only those two: list nothing here with it", _abs_paths),
+        "visible_variables": Key("list[str]", ["CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+                                               "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"],
+                                 "GPU variables set to the container's own view, 0..n-1 (the "
+                                 "job's host-numbered values are never copied in)",
+                                 _gpu_variables),
     },
 }
 
@@ -347,10 +386,25 @@ def _cross_check(values: dict[str, dict[str, Any]], mounts: tuple[Mount, ...], s
         if limits[f"default_{what}"] > limits[f"max_{what}"]:
             raise UsageError(f"limits.default_{what}", limits[f"default_{what}"],
                              f"must not exceed limits.max_{what}", src)
+    _check_devices(values, src)
     targets = [normalize(m.target) for m in mounts]
     for t in targets:
         if targets.count(t) > 1:
             raise UsageError("mounts.target", t, "each target may be mounted only once", src)
+
+
+def _check_devices(values: dict[str, dict[str, Any]], src: str) -> None:
+    """GPUs reach a session only from its job's allocation: a GPU in podman.devices would
+    reach every session of every user."""
+    kind = values["gpu"]["cdi_kind"]
+    for dev in values["podman"]["devices"]:
+        name = dev.split(":", 1)[0]
+        is_cdi = "=" in name and "/" in name.split("=", 1)[0]
+        gpu_node = name.startswith("/dev/nvidia") and name[len("/dev/nvidia"):].isdigit()
+        if (is_cdi and (name.startswith(kind + "=") or name.endswith("=all"))) or gpu_node \
+                or name.startswith("/dev/dri"):
+            raise UsageError("podman.devices", dev, "GPUs reach a session only through its "
+                             "job's allocation (the [gpu] section), never podman.devices", src)
 
 
 def default() -> Config:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from . import config as config_mod
 from . import oci_runtime, podman_args
 from .errors import SessionFailure, UsageError
+from .gpu import doctor as gpu_doctor
 from .templates import TemplateContext, expand_path
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -91,7 +92,7 @@ class Doctor:
         checks += [self.image]
         if self.me.pw_uid != 0:
             checks.append(self.keep_groups)
-        checks.append(self.slurm)
+        checks += [self.slurm, self.gpus]
         for check in checks:
             check()
         return self.findings
@@ -277,6 +278,10 @@ class Doctor:
                      "install the sh-jupyter package (it ships the batch script)")
         else:
             self.add("batch-script", OK, f"{batch} is executable")
+
+
+    def gpus(self) -> None:
+        gpu_doctor.check(self.cfg or config_mod.default(), self.add)
 
 
 def groups_in_status(status_text: str) -> int:

@@ -45,6 +45,9 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
     cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
     mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
                  cfg["limits.max_memory_gib"], "GiB")
+    if cfg["limits.max_gpus"] == 0 and gpus not in (None, "", 0, "0"):
+        raise UsageError("--gpus", gpus, "this site allows no GPUs in sessions "
+                         "(limits.max_gpus = 0)")
     gpus_v = _int("--gpus", gpus, 0, 0, cfg["limits.max_gpus"], "GPUs")
     cap = cfg["session.max_walltime"]
     if walltime in (None, ""):

@@ -74,6 +74,7 @@ class Status:
     reason: str = ""
     cpus: int = 0
     memory_gib: int = 0
+    gpus: int = 0
     walltime: int = 0
     connection_timeout: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

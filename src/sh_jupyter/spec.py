@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .config import Config, Mount, normalize
+from .gpu.mapping import Assignment, container_environment
 from .oci_runtime import KEEP_GROUPS_ANNOTATION
 from .session import container_name
 from .templates import TemplateContext, expand_path
@@ -131,18 +132,22 @@ def labels(facts: SessionFacts) -> dict[str, str]:
 
 def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
                   job_env: Mapping[str, str], mounts: list[HostMount],
-                  present: set[str]) -> dict:
+                  present: set[str], gpus: Assignment | None = None) -> dict:
     """podman-py `containers.create` arguments for this session.
 
     `present` is the set of mount sources that exist; optional mounts outside it are left out.
+    `gpus` are the job's GPUs (`gpu.for_job`): CDI device names, which Podman's API resolves
+    in `devices`, and the container's own GPU numbering; no other GPU reaches the container.
     """
     port = facts.port
+    gpus = gpus or Assignment((), container_environment(0, cfg["gpu.visible_variables"]))
+    env = environment(cfg, facts, secret, job_env, [m for m in mounts if m.source in present])
+    env.update(gpus.environment)
     kwargs: dict = {
         "image": cfg["image.name"],
         "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
         "command": jupyter_command(cfg, port, facts.base_url, facts.command),
-        "environment": environment(cfg, facts, secret, job_env,
-                                   [m for m in mounts if m.source in present]),
+        "environment": env,
         "labels": labels(facts),
         "mounts": [{"type": "bind", "source": m.source, "target": m.target,
                     "read_only": m.read_only}
@@ -161,7 +166,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         "shm_size": cfg["podman.shm_size"],
         "stop_signal": 15,  # podman-py needs an int here
         "stop_timeout": cfg["session.stop_timeout"],
-        "devices": list(cfg["podman.devices"]),
+        "devices": [*cfg["podman.devices"], *gpus.names],
         "ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in facts.ulimits],
     }
     if facts.keep_groups:

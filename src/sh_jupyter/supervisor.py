@@ -27,6 +27,7 @@ from . import (
     cgroups,
     exits,
     follow,
+    gpu,
     launch,
     oci_runtime,
     podman_args,
@@ -149,7 +150,7 @@ class Supervisor:
         return Status(
             session_id=self.req.session_id, job_id=self.req.job_id, phase="Starting",
             created_at=prev.created_at or now_iso(), started_at=now_iso(), host=self.host,
-            container=self.name, cpus=self.req.cpus,
+            container=self.name, cpus=self.req.cpus, gpus=gpu.allocated_count(self.req.job_env),
             memory_gib=self.req.memory_gib, walltime=self.req.walltime or prev.walltime,
             connection_timeout=self.cfg["session.connection_timeout"],
         )
@@ -270,6 +271,7 @@ class Supervisor:
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
         if apply_limits is None:
             apply_limits = cgroups.limits_possible()
+        gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
                                      cfg["network.port_attempts"]):
@@ -280,7 +282,7 @@ class Supervisor:
                                  self._base(port), _job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env)
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
-                                   self.present)
+                                   self.present, gpus)
             self.start_clock = time.monotonic()
             self.oom_baseline = cgroups.oom_kills()
             try:

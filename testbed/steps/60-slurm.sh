@@ -4,6 +4,7 @@
 #     munge configuration is needed or disturbed;
 #   * slurmctld (as the "slurm" user) and slurmd (as root) with the settings
 #     measured in shared/FACTS.md, sh-jupyter's Prolog/Epilog, cgroup limits;
+#   * GRES gpu: the fake GPUs of step 55 in gres.conf, ConstrainDevices=yes;
 #   * then waits until the node is idle and a job as shjuser1 really runs.
 # Daemons are started only when not already running (pid file + process name),
 # and restarted when their configuration or binary changed.
@@ -16,6 +17,7 @@ NODE="$(hostname -s)"
 readonly NODE
 readonly SLURM_CONF=/etc/slurm/slurm.conf
 readonly CGROUP_CONF=/etc/slurm/cgroup.conf
+readonly GRES_CONF=/etc/slurm/gres.conf
 readonly MARKER="# Managed by sh-jupyter testbed/steps/60-slurm.sh"
 
 readonly MUNGE_STATE="$TESTBED_STATE/munge"      # key and PRNG seed (munge only)
@@ -130,12 +132,18 @@ case "$SLURM_SERIES" in
 esac
 
 # A config that is not ours (a real site's) is kept aside once, never lost.
-for f in "$SLURM_CONF" "$CGROUP_CONF"; do
+for f in "$SLURM_CONF" "$CGROUP_CONF" "$GRES_CONF"; do
     if [[ -f "$f" ]] && ! grep -qF "$MARKER" "$f"; then
         mv -- "$f" "$f.before-sh-jupyter-testbed"
         warn "moved existing $f to $f.before-sh-jupyter-testbed"
     fi
 done
+
+# GRES gpu: step 55's device nodes (slurmd refuses to start without them).
+for ((i = 0; i < TESTBED_GPUS; i++)); do
+    [[ -c "$TESTBED_GPU_PREFIX$i" ]] || die "$TESTBED_GPU_PREFIX$i missing: run testbed/provision 55 first"
+done
+gpu_files="$TESTBED_GPU_PREFIX[0-$((TESTBED_GPUS - 1))]"
 
 # Only options spelled the same in Slurm 22.05 (Debian 12) and 24.11 (Debian
 # 13): e.g. select/cons_res is gone in 24.x, so cons_tres; no SwitchType (the
@@ -185,6 +193,8 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 MpiDefault=none
 # No mail on this machine (the default /usr/bin/mail is not installed).
 MailProg=/bin/true
+# GPUs (gres.conf): fake devices, enough for the GPU tests' concurrent sessions.
+GresTypes=gpu
 
 # sh-jupyter's node hooks; Alloc runs the Prolog when the job is allocated
 # (before any step), which is where the user's Podman pause process must start.
@@ -205,7 +215,7 @@ ReturnToService=2
 # The VM has 2 cores; the node claims 16 CPUs so that 8 concurrent 2-CPU
 # sessions fit (config_overrides: trust this file, not the hardware).
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=$real_mb State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=$real_mb Gres=gpu:$TESTBED_GPUS State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 if ((WRITE_CHANGED)); then
@@ -219,6 +229,19 @@ $cgroup_lines
 # its allocated cores.
 ConstrainRAMSpace=yes
 ConstrainCores=yes
+# A job may open only the GRES device files it was allocated (the others give EPERM):
+# what sh-jupyter maps a job's GPUs by.
+ConstrainDevices=yes
+EOF
+if ((WRITE_CHANGED)); then
+    config_changed=1
+fi
+
+# No AutoDetect: these are not NVIDIA devices. GPU index i is the i-th file.
+write_if_changed "$GRES_CONF" 0644 <<EOF
+$MARKER: edits are overwritten.
+AutoDetect=off
+NodeName=$NODE Name=gpu File=$gpu_files
 EOF
 if ((WRITE_CHANGED)); then
     config_changed=1

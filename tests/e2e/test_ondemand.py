@@ -73,7 +73,7 @@ end
 
 out = {}
 out["manifest"] = YAML.safe_load(app.join("manifest.yml").read)
-out["form"] = YAML.safe_load(app.join("form.yml").read)
+out["form"] = YAML.safe_load(render(app.join("form.yml.erb"), binding))
 # submit.yml.erb: the form's values (and staged_root) as names, then YAML.safe_load.
 ctx = OpenStruct.new(form.merge("staged_root" => staged_root))
 out["submit"] = render(app.join("submit.yml.erb"), ctx.instance_eval { binding })
@@ -97,12 +97,17 @@ puts JSON.generate(out)
 
 
 def render(form: dict, session_id: str, staged_root: str, connection: str | None = None,
-           running: bool = False, completed: bool = False) -> dict:
+           running: bool = False, completed: bool = False, site_config: str | None = None
+           ) -> dict:
+    """The app's files as the dashboard renders them; the dashboard's environment names the
+    sh-jupyter config (form.yml.erb reads limits.max_gpus from it)."""
     job = {"app": str(APP), "form": form, "session_id": session_id, "staged_root": staged_root,
            "job_id": "", "connection": connection, "running": running, "completed": completed}
+    env = {"PATH": os.environ["PATH"],
+           "SH_JUPYTER_CONFIG": site_config or str(REPO / "packaging" / "config" / "config.toml")}
     out = subprocess.run(["ruby", "-rerb", "-ryaml", "-rjson", "-rostruct", "-rpathname",
                           "-e", RENDER_RB], input=json.dumps(job), capture_output=True,
-                         text=True, check=False, timeout=60)
+                         text=True, check=False, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -174,8 +179,8 @@ def browser() -> None:
     _need("ruby", "node", "/usr/bin/chromium", f"{BROWSER_MODULES}/playwright-core")
 
 
-FORM = {"cluster": "backend", "cpus": "2", "memory_gib": "3"}
-FORM_E2E = {"cluster": "local", "cpus": "2", "memory_gib": "2"}
+FORM = {"cluster": "backend", "cpus": "2", "memory_gib": "3", "gpus": "0"}
+FORM_E2E = {"cluster": "local", "cpus": "2", "memory_gib": "2", "gpus": "0"}
 
 
 def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
@@ -198,7 +203,9 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     form = out["form"]
     # One back-end: OOD hides its own cluster field only if the app defines none itself.
     assert form["cluster"] and "cluster" not in form["attributes"]
-    assert form["form"] == ["cpus", "memory_gib"]
+    assert form["form"] == ["cpus", "memory_gib", "gpus"]
+    # The shipped config allows no GPUs: the field is a hidden 0.
+    assert form["attributes"]["gpus"] == {"widget": "hidden_field", "value": 0}
     cpus, mem = form["attributes"]["cpus"], form["attributes"]["memory_gib"]
     assert (cpus["label"], mem["label"]) == ("CPUs/cores", "Memory (GiB)")
     assert (cpus["value"], cpus["max"]) == (site["limits.default_cpus"], site["limits.max_cpus"])
@@ -240,6 +247,7 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     assert "<strong>Connection timeout (s):</strong> 240" in info
     assert "<strong>CPUs/cores:</strong> 2" in info
     assert "<strong>Memory (GiB):</strong> 3" in info
+    assert "GPUs" not in info
     assert f"JupyterLab is running in Podman container epcc-ces-jupyter-{session_id}" in info
     assert "JupyterLab session failed: JupyterLab exited with status 1: &lt;oops&gt;" \
         in out["completed"]
@@ -248,6 +256,34 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     out = render(FORM, session_id, staged)
     assert "<strong>Connection timeout (s):</strong> 180" in out["info"]
     assert "running in Podman" not in out["info"] and not out["completed"].strip()
+
+
+@pytest.mark.parametrize(("site", "max_gpus"), [
+    ("[limits]\nmax_gpus = 3  # three per session\n", 3),
+    ("[limits]\nmax_cpus = 8\n[gpu]\nmax_gpus = 5\n", 0),  # not [limits]: not the limit
+    ("[limits]\nmax_gpus = 0\n", 0),
+    (None, 0),  # no config where the dashboard looks
+])
+def test_the_gpu_field_appears_only_where_the_site_allows_gpus(ruby, tmp_path, site, max_gpus):
+    path = tmp_path / "config.toml"
+    if site is not None:
+        path.write_text(site, encoding="utf-8")
+    session_id = str(uuid.uuid4())
+    staged = tmp_path / session_id
+    staged.mkdir()
+    form = {**FORM, "gpus": "2" if max_gpus else "0"}
+    out = render(form, session_id, str(staged), running=True, site_config=str(path))
+    gpus = out["form"]["attributes"]["gpus"]
+    native = out["submit_yaml"]["script"]["native"]
+    if max_gpus:
+        assert (gpus["widget"], gpus["label"], gpus["min"], gpus["max"], gpus["value"]) == \
+            ("number_field", "GPUs", 0, max_gpus, 0)
+        assert native[-1] == "--gres=gpu:2"
+        assert "<strong>GPUs:</strong> 2" in out["info"]
+        assert "2 CPUs, 3 GiB, 2 GPUs)" in out["templates"]["script.sh"]
+    else:
+        assert gpus == {"widget": "hidden_field", "value": 0}
+        assert not [o for o in native if "gres" in o] and "GPUs" not in out["info"]
 
 
 class MiniOOD(ThreadingHTTPServer):

@@ -141,6 +141,7 @@ def _expected_outside_sitelib(path: str) -> bool:
 
 def test_file_list_has_nothing_else(files: list[str], sitelib: str):
     modules = set(_repo_files("src/sh_jupyter"))
+    subpackages = {m.rsplit("/", 1)[0] for m in modules if "/" in m}  # e.g. gpu
     package, distinfo = f"{sitelib}/sh_jupyter", f"{sitelib}/sh_jupyter-{VERSION}.dist-info"
     stray = []
     for f in files:
@@ -149,7 +150,8 @@ def test_file_list_has_nothing_else(files: list[str], sitelib: str):
         if f.startswith(package + "/"):
             rel = f.removeprefix(package + "/")
             # Byte-code only from the platform's brp-python-bytecompile (RHEL), never copied.
-            if rel in modules or re.fullmatch(r"__pycache__(/[^/]+\.pyc)?", rel):
+            if rel in modules | subpackages \
+                    or re.fullmatch(r"([^/]+/)?__pycache__(/[^/]+\.pyc)?", rel):
                 continue
         elif _expected_outside_sitelib(f):
             continue
@@ -181,7 +183,8 @@ def test_requires(rpm_file: str):
     tomli = [r for r in requires if "python3-tomli" in r]
     assert tomli == ["(python3-tomli >= 1.1 if python3 < 3.11)"], requires
     assert not [r for r in requires if "/opt" in r or "/usr/local" in r], requires
-    assert "slurm" in _run("rpm", "-qp", "--recommends", rpm_file).split()
+    recommends = _run("rpm", "-qp", "--recommends", rpm_file).split()
+    assert "slurm" in recommends and "python3-pyyaml" in recommends
 
 
 def test_config_file_is_noreplace(rpm_file: str):

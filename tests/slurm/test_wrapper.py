@@ -33,7 +33,7 @@ def _sessions(user: str) -> set[str]:
     (["--cpus", "two"], "--cpus", "whole number"),
     (["--memory", "9"], "--memory", "between 1 and 8"),
     (["--memory", "0"], "--memory", "between 1 and 8"),
-    (["--gpus", "1"], "--gpus", "between 0 and 0"),
+    (["--gpus", "1"], "--gpus", "allows no GPUs in sessions (limits.max_gpus = 0)"),
     (["--partition", "bad;name"], "--partition", "Slurm name"),
 ])
 def test_requests_over_the_caps_are_refused_before_submission(testbed, args, field, allowed):

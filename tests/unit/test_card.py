@@ -78,3 +78,10 @@ def test_unknown_job_state_keeps_the_status_file_and_says_so():
 def test_job_state_names_slurms_view():
     assert card(status("Running"), job("RUNNING"), NOW)["job_state"] == "RUNNING"
     assert card(status("Running"), None, NOW)["job_state"] == "gone"
+
+
+def test_gpus_are_on_the_card_only_when_the_session_has_some():
+    with_gpus = card(status("Running", gpus=2), job("RUNNING"), NOW)
+    assert with_gpus["gpus"] == 2 and "GPUs:                   2" in render(with_gpus)
+    without = card(status("Running"), job("RUNNING"), NOW)
+    assert without["gpus"] == 0 and "GPUs" not in render(without)

@@ -552,3 +552,60 @@ def test_reference_shows_defaults_readably() -> None:
     assert "| required |" in row("[[mounts]].source")
     assert "| true |" in row("[[mounts]].required")
     assert "| false |" in row("[[mounts]].read_only")
+
+
+# --- GPUs -----------------------------------------------------------------------------------
+
+def test_gpu_defaults() -> None:
+    cfg = config.default()
+    assert cfg["limits.max_gpus"] == 0
+    assert cfg["gpu.cdi_kind"] == "nvidia.com/gpu"
+    assert cfg["gpu.cdi_spec_dirs"] == []
+    assert cfg["gpu.visible_variables"] == ["CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+                                            "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"]
+
+
+def test_gpu_values_are_read() -> None:
+    cfg = config.parse('[gpu]\ncdi_kind = "example.com/gpu"\ncdi_spec_dirs = ["/site/cdi"]\n'
+                       'visible_variables = ["CUDA_VISIBLE_DEVICES"]\n[limits]\nmax_gpus = 4\n')
+    assert (cfg["gpu.cdi_kind"], cfg["gpu.cdi_spec_dirs"]) == ("example.com/gpu", ["/site/cdi"])
+    assert cfg["gpu.visible_variables"] == ["CUDA_VISIBLE_DEVICES"] and cfg["limits.max_gpus"] == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "shown", "allowed_word"),
+    [
+        ('[gpu]\ncdi_kind = "nvidia"\n', "gpu.cdi_kind", "'nvidia'", "VENDOR/CLASS"),
+        ('[gpu]\ncdi_kind = "nvidia.com/gpu=0"\n', "gpu.cdi_kind", "'nvidia.com/gpu=0'",
+         "VENDOR/CLASS"),
+        ('[gpu]\ncdi_spec_dirs = ["cdi"]\n', "gpu.cdi_spec_dirs", "['cdi']", "absolute"),
+        ('[gpu]\nvisible_variables = ["NVIDIA_VISIBLE_DEVICES"]\n', "gpu.visible_variables",
+         "NVIDIA_VISIBLE_DEVICES", "set by sh-jupyter"),
+        ('[gpu]\nvisible_variables = ["HOME"]\n', "gpu.visible_variables", "HOME",
+         "set by sh-jupyter"),
+        ('[gpu]\nvisible_variables = ["1GPU"]\n', "gpu.visible_variables", "1GPU",
+         "variable name"),
+        ('[proxy]\nvariables = ["CUDA_VISIBLE_DEVICES"]\n', "proxy.variables",
+         "CUDA_VISIBLE_DEVICES", "cannot copy"),
+        ("[limits]\nmax_gpus = 65\n", "limits.max_gpus", "65", "between"),
+    ],
+)
+def test_bad_gpu_values(text: str, field: str, shown: str, allowed_word: str) -> None:
+    err = usage_error(text, field, shown)
+    assert allowed_word in err.allowed
+
+
+@pytest.mark.parametrize("device", [
+    "nvidia.com/gpu=0", "nvidia.com/gpu=GPU-4cf8db2d", "nvidia.com/gpu=all", "vendor.io/x=all",
+    "/dev/nvidia0", "/dev/nvidia3:/dev/nvidia0:rwm", "/dev/dri/renderD128",
+])
+def test_gpus_never_come_from_podman_devices(device: str) -> None:
+    err = usage_error(f'[podman]\ndevices = ["{device}"]\n', "podman.devices", device)
+    assert "[gpu]" in err.allowed
+
+
+def test_gpu_kind_of_podman_devices_follows_the_configured_kind() -> None:
+    usage_error('[gpu]\ncdi_kind = "amd.com/gpu"\n[podman]\ndevices = ["amd.com/gpu=0"]\n',
+                "podman.devices", "amd.com/gpu=0")
+    cfg = config.parse('[podman]\ndevices = ["/dev/fuse", "/dev/nvidiactl", "x.io/fpga=0"]\n')
+    assert cfg["podman.devices"] == ["/dev/fuse", "/dev/nvidiactl", "x.io/fpga=0"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from sh_jupyter.doctor import ERROR, OK, WARN, Finding, fs_type, render, subid_range, worst
+from sh_jupyter.gpu.doctor import world_readable
 
 MOUNTS = """\
 /dev/vda / ext4 rw 0 0
@@ -34,3 +37,19 @@ def test_worst_and_render():
     text = render(findings, as_json=False)
     assert "ERROR c" in text and "fix: do y" in text and "fix: do x" in text
     assert "fix" not in text.splitlines()[0]
+
+
+def test_world_readable_needs_the_file_and_every_directory_above(tmp_path):
+    tmp_path.chmod(0o755)
+    spec = tmp_path / "cdi" / "gpu.json"
+    spec.parent.mkdir(mode=0o755)
+    spec.write_text("{}")
+    spec.chmod(0o644)
+    above = [str(p) for p in tmp_path.parents]  # pytest's own temp dirs may be private
+    assert world_readable(str(spec)) is all(os.stat(p).st_mode & 0o001 for p in above)
+    spec.chmod(0o640)
+    assert not world_readable(str(spec))
+    spec.chmod(0o644)
+    spec.parent.chmod(0o750)
+    assert not world_readable(str(spec))
+    assert not world_readable(str(tmp_path / "missing.json"))

@@ -40,3 +40,10 @@ def test_sbatch_options_carry_the_request_and_never_a_generated_script():
     site = config.parse("", "/etc/other/config.toml")
     assert "--export=ALL,SH_JUPYTER_CONFIG=/etc/other/config.toml" in sbatch_options(
         site, req, "/h/s/abc")
+
+
+def test_gpus_where_the_site_allows_none_say_so():
+    with pytest.raises(UsageError) as err:
+        validate(config.default(), gpus="1")
+    assert err.value.field == "--gpus" and "limits.max_gpus = 0" in str(err.value)
+    assert validate(config.default(), gpus="0").gpus == 0

@@ -9,6 +9,7 @@ import pytest
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
 from sh_jupyter.errors import UsageError
+from sh_jupyter.gpu.mapping import Assignment, container_environment
 from sh_jupyter.session import resolve_base_url
 from sh_jupyter.spec import (
     LABEL_JOB,
@@ -123,10 +124,10 @@ def test_cap_add_is_normalised() -> None:
 
 
 def test_devices_and_pids() -> None:
-    cfg = config.parse('[podman]\ndevices = ["/dev/nvidia0"]\npids_limit = 128\n'
+    cfg = config.parse('[podman]\ndevices = ["/dev/fuse"]\npids_limit = 128\n'
                        'shm_size = "2g"\n')
     kw = build(cfg)
-    assert kw["devices"] == ["/dev/nvidia0"]
+    assert kw["devices"] == ["/dev/fuse"]
     assert kw["devices"] is not cfg["podman.devices"]
     assert (kw["pids_limit"], kw["shm_size"]) == (128, "2g")
 
@@ -400,3 +401,28 @@ def test_job_ulimits_are_passed_through() -> None:
     facts = SessionFacts(ctx=CTX, port=PORT, ulimits=(("nofile", 1024, 4096),))
     assert build(facts=facts)["ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 4096}]
     assert build()["ulimits"] == []
+
+
+# --- GPUs ------------------------------------------------------------------------------------
+
+def test_no_gpus_means_no_gpu_device_and_a_disarmed_nvidia_hook() -> None:
+    kw = build(job_env={"CUDA_VISIBLE_DEVICES": "2", "SLURM_JOB_GPUS": "2"})
+    assert kw["devices"] == []
+    assert kw["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert "CUDA_VISIBLE_DEVICES" not in kw["environment"]
+
+
+def test_the_jobs_gpus_are_cdi_devices_with_the_containers_own_numbering() -> None:
+    cfg = config.parse('[podman]\ndevices = ["/dev/fuse"]\n'
+                       '[gpu]\nvisible_variables = ["CUDA_VISIBLE_DEVICES"]\n')
+    gpus = Assignment(("nvidia.com/gpu=GPU-a", "nvidia.com/gpu=GPU-b"),
+                      container_environment(2, cfg["gpu.visible_variables"]))
+    facts = SessionFacts(ctx=CTX, port=PORT)
+    mounts = host_mounts(cfg.mounts, CTX)
+    kw = create_kwargs(cfg, facts, SECRET, {"CUDA_VISIBLE_DEVICES": "0,1",
+                                            "SLURM_JOB_GPUS": "1,3"},
+                       mounts, {m.source for m in mounts}, gpus)
+    assert kw["devices"] == ["/dev/fuse", "nvidia.com/gpu=GPU-a", "nvidia.com/gpu=GPU-b"]
+    env = kw["environment"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert "SLURM_JOB_GPUS" not in env and env["JUPYTER_TOKEN"] == SECRET

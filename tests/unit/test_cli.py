@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sh_jupyter import __version__, cli, commands, config, supervisor
+from sh_jupyter import __version__, api, cli, config, supervisor
 from sh_jupyter.errors import EXIT_USAGE
 
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
@@ -39,7 +39,7 @@ class FakeSupervisor:
 
 @pytest.fixture
 def as_alice(monkeypatch: pytest.MonkeyPatch) -> list[FakeSupervisor]:
-    monkeypatch.setattr(commands, "current_user", lambda: ALICE)
+    monkeypatch.setattr(api, "current_user", lambda: ALICE)
     monkeypatch.setattr(supervisor, "Supervisor", FakeSupervisor)
     FakeSupervisor.calls = []
     return FakeSupervisor.calls
@@ -192,7 +192,7 @@ def test_run_as_root_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 def test_root_refused_before_anything_else(capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     root = pwd.struct_passwd(("root", "x", 0, 0, "root", "/root", "/bin/sh"))
-    monkeypatch.setattr(commands, "current_user", lambda: root)
+    monkeypatch.setattr(api, "current_user", lambda: root)
     err = returns_usage(capsys, ["run", "--session-id", SID, "--local"])
     assert "user = 'root'" in err
 

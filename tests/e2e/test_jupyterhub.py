@@ -14,6 +14,7 @@ import glob
 import importlib.metadata
 import json
 import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def state_of(hub: hub_bed.Hub, user: str, jobs: list[str]) -> dict:
     return state
 
 
+def followers(user: str) -> list[int]:
+    """The spawner's user-side `sh-jupyter wait` processes still running for `user`."""
+    uid = pwd.getpwnam(user).pw_uid
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"wait" in argv and b"--no-scheduler" in argv:
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
 def prefixes(messages: list[str]) -> list[str]:
     """The spawner's steps in the order shown (Queued/Starting/Running), repeats folded."""
     out: list[str] = []
@@ -117,6 +133,7 @@ def test_log_in_start_the_server_and_run_a_cell_in_a_browser(hub, jobs):
                       if s.startswith(f"/user/{U1}/api/kernels/") and s.endswith("/channels")]
     assert kernel_sockets and not result["socketErrors"], result
     assert prefixes(result["progress"]) == ["Queued", "Starting", "Running"], result
+    bed.wait_for(lambda: not followers(U1), 10, "the spawner's user-side follower to end")
 
     # The hub keeps only the job and the session, and the job is the user's own session.
     assert set(state) == {"job_id", "session_id"}, state
@@ -291,4 +308,5 @@ def test_a_broken_image_fails_the_spawn_at_once_with_the_reason(hubenv, jobs):
     left = subprocess.run(["squeue", "-h", "-u", U2, "-t", "PD,R,CF", "-o", "%i"],
                           capture_output=True, text=True, check=False).stdout.split()
     assert left == [], f"orphan jobs of {U2}: {left}"
+    bed.wait_for(lambda: not followers(U2), 10, "the spawner's user-side follower to end")
     assert bed.containers_of(U2) == []

@@ -84,9 +84,17 @@ async def _start(cli: UserCLI, args: Sequence[str], stdin: bool):
         cwd="/")
 
 
-async def _end(proc) -> None:
-    """Kill a user-side process we no longer need (it is ours: we started it)."""
-    if proc.returncode is None:
+async def _end(proc, grace: float = 5.0) -> None:
+    """End a user-side process we no longer need (ours: we started it). SIGTERM first:
+    runuser and sudo pass it on to the user's process, while a SIGKILL would end only them and
+    leave that process behind."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except asyncio.TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         with contextlib.suppress(Exception):  # the pipes are ours to drop

@@ -100,6 +100,10 @@ class SHJupyterSpawner(Spawner):
     def _default_env_keep(self) -> list[str]:
         return []  # the hub's PATH or VIRTUAL_ENV mean nothing inside the container
 
+    @default("ip")
+    def _default_ip(self) -> str:
+        return "0.0.0.0"  # inside the container; sh-jupyter publishes the port on the node
+
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
         return 300  # queue wait plus sh-jupyter's own connection timeout

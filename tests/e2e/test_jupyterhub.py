@@ -305,8 +305,10 @@ def test_a_broken_image_fails_the_spawn_at_once_with_the_reason(hubenv, jobs):
         assert "Traceback" not in broken.log()  # a spawn failure, not a hub error
     finally:
         broken.close()
-    left = subprocess.run(["squeue", "-h", "-u", U2, "-t", "PD,R,CF", "-o", "%i"],
-                          capture_output=True, text=True, check=False).stdout.split()
-    assert left == [], f"orphan jobs of {U2}: {left}"
+
+    def live_jobs() -> list[str]:
+        return subprocess.run(["squeue", "-h", "-u", U2, "-t", "PD,CF,R", "-o", "%i"],
+                              capture_output=True, text=True, check=False).stdout.split()
+    bed.wait_for(lambda: not live_jobs(), 30, f"no job of {U2} left running or queued")
     bed.wait_for(lambda: not followers(U2), 10, "the spawner's user-side follower to end")
     assert bed.containers_of(U2) == []

@@ -163,7 +163,8 @@ c.SHJupyterSpawner.http_timeout = 60
 """
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": f"{self.shim_dir}:{bed.VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+        return {"PATH": f"{self.shim_dir}:{bed.VENV}/bin:/usr/local/sbin:/usr/local/bin:"
+                        "/usr/sbin:/usr/bin:/sbin:/bin",
                 "LANG": "C.UTF-8", "HOME": "/root", "SLURM_CONF": bed.SLURM_CONF,
                 "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
 

@@ -229,7 +229,7 @@ def test_user_options_are_checked(spawner):
 def test_the_user_side_process_never_gets_the_hubs_environment(monkeypatch):
     monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "proxy-secret")
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
-    cli = usercli.UserCLI("alice", "/home/alice", usercli.default_run_as(1000),
+    cli = usercli.UserCLI("alice", "/home/alice", ("sudo", "-n", "-u", "{username}", "--"),
                           ("/usr/bin/sh-jupyter",), "/etc/site.toml",
                           usercli.pass_env(["SLURM_CONF", "NOT_SET"]))
     assert cli.argv("cancel", SID, "--json") == [
@@ -239,7 +239,7 @@ def test_the_user_side_process_never_gets_the_hubs_environment(monkeypatch):
     assert env == {"PATH": usercli.PATH, "HOME": "/home/alice", "USER": "alice",
                    "LOGNAME": "alice", "LANG": "C.UTF-8", "SLURM_CONF": "/etc/slurm/slurm.conf"}
     assert "proxy-secret" not in json.dumps(env)
-    assert usercli.default_run_as(0)[0] == "runuser"
+    assert usercli.default_run_as(0)[0] in ("/usr/sbin/runuser", "/sbin/runuser")
 
 
 def test_a_user_side_failure_is_its_one_line_message():
@@ -253,3 +253,7 @@ def test_a_user_side_failure_is_its_one_line_message():
         run(failing())
     assert (str(info.value), info.value.status) == ("--cpus = 99: too many", 2)
     assert os.environ.get("CONFIGPROXY_AUTH_TOKEN") is None
+    missing = usercli.UserCLI("nobody", "/", ("/no/such/runuser", "-u", "{username}", "--"),
+                              ("sh",), "", ())
+    with pytest.raises(usercli.CLIError, match="could not run /no/such/runuser"):
+        run(usercli.call(missing, "status"))

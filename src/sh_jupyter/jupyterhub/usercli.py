@@ -19,18 +19,25 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _tool(name: str) -> str:
+    """A system tool by absolute path (runuser lives in sbin, often not on a service's PATH)."""
+    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH) or name
 
 
 def default_run_as(euid: int) -> tuple[str, ...]:
     """Root switches user with runuser (no password, no tty); anyone else with sudo, which
     needs a sudoers rule for exactly the sh-jupyter command (README)."""
     if euid == 0:
-        return ("runuser", "-u", "{username}", "--")
-    return ("sudo", "-n", "-u", "{username}", "--")
+        return (_tool("runuser"), "-u", "{username}", "--")
+    return (_tool("sudo"), "-n", "-u", "{username}", "--")
 
 
 class CLIError(Exception):
@@ -78,10 +85,14 @@ def _message(stderr: bytes, status: int | None) -> str:
 
 
 async def _start(cli: UserCLI, args: Sequence[str], stdin: bool):
-    return await asyncio.create_subprocess_exec(
-        *cli.argv(*args), stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli.environ(),
-        cwd="/")
+    argv = cli.argv(*args)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli.environ(),
+            cwd="/")
+    except OSError as exc:
+        raise CLIError(f"could not run {argv[0]}: {exc.strerror}", None) from None
 
 
 async def _end(proc, grace: float = 5.0) -> None:

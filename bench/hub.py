@@ -66,8 +66,8 @@ def run_hub(hub: hub_bed.Hub, ready: Series, routed: Series, stop: Series) -> No
     else:
         ready.add(took)
         try:
-            bed.wait_for(lambda: hub_bed.http("GET", f"{hub.url}/user/{U1}/api")[0] == 200,
-                         60, "the route", interval=0.005)
+            bed.wait_for(lambda: hub_bed.answers(f"{hub.url}/user/{U1}/api"), 60, "the route",
+                         interval=0.005)
             routed.add(time.monotonic() - t0)
         except AssertionError as exc:
             routed.fail(str(exc))

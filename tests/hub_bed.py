@@ -74,6 +74,14 @@ def http(method: str, url: str, token: str = "", body: dict | None = None,
         return exc.code, exc.read()
 
 
+def answers(url: str, token: str = "") -> bool:
+    """True when GET url answers 200 (False on any connection trouble)."""
+    try:
+        return http("GET", url, token, timeout=10)[0] == 200
+    except OSError:
+        return False
+
+
 SHIM = """#!/bin/sh
 # squeue as the hub sees it: the real one, except that it fails once after the test creates
 # {flag} (a scheduler that errors once); every call is counted in {calls}.

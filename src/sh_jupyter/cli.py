@@ -7,15 +7,12 @@ exit status 2, before anything is created, submitted or started.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, users
+from . import __version__
 from . import config as config_mod
 from .errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
-from .session import is_session_id, new_session_id
-from .templates import TemplateContext, expand_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until JupyterLab is ready, then print the URL")
     submit.add_argument("--json", action="store_true", help="machine-readable output")
+    submit.add_argument("--stdin", action="store_true",
+                        help="read the request as one JSON object from standard input instead "
+                        "of the flags (launchers: also command, base_url, auth and a secret "
+                        "environment, which never appear in argv)")
+
+    wait = sub.add_parser("wait", help="follow a session until JupyterLab is ready or the "
+                          "session ends (exit 0 ready, 3 failed)")
+    wait.add_argument("session", help="session id (or a unique prefix of it)")
+    wait.add_argument("--json", action="store_true",
+                      help="one JSON card per line, each time the card changes")
+    wait.add_argument("--no-scheduler", action="store_true",
+                      help="read only the session's status file, never ask Slurm (for a "
+                      "launcher that watches the job itself)")
 
     for name, text in (("status", "show a session's job card"),
                        ("connect", "print the session's auto-login URL"),
@@ -102,54 +112,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return worst(findings)
 
 
-def _slurm_int(environ: dict[str, str], name: str) -> int:
-    text = environ.get(name, "")
-    return int(text) if text.isdigit() else 0
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import RunRequest, Supervisor  # the heavy imports only when running
+    from .runner import run  # the supervisor's side only: the path to Connect
 
-    cfg = config_mod.load(args.config)
-    env = dict(os.environ)
-    user = users.session_user()
-    job_id = env.get("SLURM_JOB_ID", "")
-    if not args.local and not job_id:
-        raise UsageError("SLURM_JOB_ID", "", "not in a Slurm job; use `sh-jupyter run --local`")
-    if args.session_id is not None and not is_session_id(args.session_id):
-        raise UsageError("--session-id", args.session_id, "must be a UUID")
-    session_dir = os.path.abspath(args.session_dir) if args.session_dir else ""
-    if args.local:
-        session_id = args.session_id or new_session_id()
-        job_id = "local"
-        if not session_dir:
-            ctx = TemplateContext(user.pw_name, user.pw_dir, user.pw_uid, session_id, job_id)
-            session_dir = os.path.join(expand_path(cfg["session.sessions_dir"], ctx), session_id)
-    else:
-        session_dir = session_dir or os.getcwd()
-        session_id = args.session_id or os.path.basename(session_dir)
-        if not is_session_id(session_id):
-            raise UsageError("session directory", session_dir,
-                             "its name must be the session id (a UUID)")
-    cpus = args.cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
-    memory = args.memory or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
-    on_timeout = walltime = None
-    if not args.local:
-        from .scheduler import get_scheduler
-
-        def walltime() -> int:
-            """The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives
-            the job no SLURM_JOB_END_TIME): asked once JupyterLab runs, off the path to it."""
-            job = get_scheduler().job(job_id)
-            return job.time_limit if job and job.time_limit else 0
-
-        def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
-            get_scheduler().cancel(job_id)
-    req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
-                     uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
-                     memory_gib=memory, walltime_lookup=walltime, job_env=env,
-                     on_timeout=on_timeout)
-    return Supervisor(cfg, req).run()
+    return run(local=args.local, session_dir=args.session_dir, session_id=args.session_id,
+               cpus=args.cpus, memory_gib=args.memory, config=config_mod.load(args.config))
 
 
 def _handler(command: str):

@@ -73,6 +73,10 @@ class RunRequest:
     walltime_lookup: Callable[[], int] | None = None  # asked after Running when walltime is 0
     job_env: Mapping[str, str] = field(default_factory=dict)
     on_timeout: Callable[[str], None] | None = None  # Slurm mode: the job cancels itself
+    # A launcher already inside the job (api.run) gives its options and secrets here, in
+    # memory; None: they come from request.json and the launcher's env file, if any.
+    launch: LaunchOptions | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def _job_ulimits() -> tuple[tuple[str, int, int], ...]:
@@ -208,14 +212,20 @@ class Supervisor:
             return EXIT_SESSION_FAILED
 
     def _read_launch(self) -> None:
-        """A launcher's options (request.json) and secrets (taken from their file at once)."""
+        """A launcher's options (request.json) and secrets (taken from their file at once), or
+        those a launcher in the job handed over in memory."""
         self.extra_env = launch.take_env(self.req.session_dir)
-        text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
-        try:
-            data = json.loads(text) if text else {}
-            self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict) else {})
-        except (ValueError, UsageError) as exc:
-            raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        if self.req.launch is not None:
+            self.launch = self.req.launch
+            self.extra_env.update(self.req.extra_env)
+        else:
+            text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
+            try:
+                data = json.loads(text) if text else {}
+                self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict)
+                                               else {})
+            except (ValueError, UsageError) as exc:
+                raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
 

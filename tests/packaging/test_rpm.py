@@ -25,6 +25,7 @@ SPEC = ROOT / "packaging" / "rpm" / "sh-jupyter.spec"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = PYPROJECT["project"]["version"]
 SCRIPTS = PYPROJECT["project"]["scripts"]
+ENTRY_POINTS = {"console_scripts": SCRIPTS, **PYPROJECT["project"].get("entry-points", {})}
 
 PYTHON = "/usr/bin/python3"
 CONSOLE = "/usr/bin/sh-jupyter"
@@ -141,7 +142,7 @@ def _expected_outside_sitelib(path: str) -> bool:
 
 def test_file_list_has_nothing_else(files: list[str], sitelib: str):
     modules = set(_repo_files("src/sh_jupyter"))
-    subpackages = {m.rsplit("/", 1)[0] for m in modules if "/" in m}  # e.g. gpu
+    modules |= {os.path.dirname(m) for m in modules if "/" in m}  # subpackages' directories
     package, distinfo = f"{sitelib}/sh_jupyter", f"{sitelib}/sh_jupyter-{VERSION}.dist-info"
     stray = []
     for f in files:
@@ -150,7 +151,7 @@ def test_file_list_has_nothing_else(files: list[str], sitelib: str):
         if f.startswith(package + "/"):
             rel = f.removeprefix(package + "/")
             # Byte-code only from the platform's brp-python-bytecompile (RHEL), never copied.
-            if rel in modules | subpackages \
+            if rel in modules \
                     or re.fullmatch(r"([^/]+/)?__pycache__(/[^/]+\.pyc)?", rel):
                 continue
         elif _expected_outside_sitelib(f):
@@ -243,9 +244,11 @@ def test_console_script_runs_the_packaged_library(payload: Path, sitelib: str):
     # Every [project.scripts] entry point is what the console script runs.
     assert SCRIPTS == {"sh-jupyter": "sh_jupyter.cli:main"}
     assert "from sh_jupyter.cli import main" in script.read_text(encoding="utf-8")
+    # ...and every other entry point (the JupyterHub spawner) is declared as pip would.
     entry_points = _in(payload, f"{sitelib}/sh_jupyter-{VERSION}.dist-info/entry_points.txt")
-    assert entry_points.read_text(encoding="utf-8") == \
-        "[console_scripts]\nsh-jupyter = sh_jupyter.cli:main\n"
+    assert entry_points.read_text(encoding="utf-8") == "\n".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
+        for group, points in ENTRY_POINTS.items())
     metadata = _in(payload, f"{sitelib}/sh_jupyter-{VERSION}.dist-info/METADATA")
     assert f"\nVersion: {VERSION}\n" in metadata.read_text(encoding="utf-8")
     if not os.access(PYTHON, os.X_OK):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sh_jupyter import __version__, cli, commands, config, supervisor, users
+from sh_jupyter import __version__, api, cli, config, supervisor, users
 from sh_jupyter.errors import EXIT_USAGE
 
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
@@ -43,7 +43,7 @@ class FakeSupervisor:
 @pytest.fixture
 def as_alice(monkeypatch: pytest.MonkeyPatch) -> list[FakeSupervisor]:
     monkeypatch.setattr(users, "current_user", lambda: ALICE)
-    monkeypatch.setattr(commands, "current_user", lambda: ALICE)
+    monkeypatch.setattr(api, "current_user", lambda: ALICE)
     monkeypatch.setattr(supervisor, "Supervisor", FakeSupervisor)
     FakeSupervisor.calls = []
     return FakeSupervisor.calls

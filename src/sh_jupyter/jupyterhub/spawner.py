@@ -1,0 +1,327 @@
+"""The JupyterHub spawner: each user's server is an sh-jupyter session, a Slurm job whose
+supervisor runs `jupyterhub-singleuser` in the user's rootless Podman container (the same
+mounts and hardening as any session).
+
+What it improves on batchspawner (DESIGN.md lesson 11): a container; the hub's token never in
+argv, the sbatch environment, the job script, spawner state or logs (it goes on the user-side
+command's standard input into the session's 0600 file); a failing squeue is "unknown", never
+"gone"; a job that ends before its server answers fails the spawn at once with the card's
+reason; one shared poller for all spawners' jobs (jobs.py).
+
+Every session operation runs as the user through sh-jupyter's CLI (usercli.py); the hub itself
+only asks Slurm about job states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import sys
+import time
+from urllib.parse import urlparse
+
+from jupyterhub.spawner import Spawner, SpawnException
+from jupyterhub.traitlets import Command
+from traitlets import Float, Integer, List, Unicode, default
+
+from ..config import OWN_ENV
+from ..errors import UsageError
+from ..launch import check_env
+from ..slurm_json import JobInfo
+from . import jobs, usercli
+
+# What a user may choose per spawn (user_options, e.g. from an options form).
+USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")
+
+
+def _default_executable() -> str:
+    """The sh-jupyter installed beside the hub's Python, else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "sh-jupyter")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("sh-jupyter") or "/usr/bin/sh-jupyter"
+
+
+class SHJupyterSpawner(Spawner):
+    """Spawn each user's server as an sh-jupyter session on a Slurm compute node."""
+
+    sh_jupyter = Command(
+        help="The sh-jupyter command as the user runs it (every user must be able to execute "
+        "it). Default: the one beside the hub's Python, else on PATH.",
+    ).tag(config=True)
+
+    @default("sh_jupyter")
+    def _default_sh_jupyter(self) -> list[str]:
+        return [_default_executable()]
+
+    run_as = Command(
+        help="Prefix that runs a command as the user; {username} is replaced. Default: "
+        "runuser when the hub runs as root, else `sudo -n -u {username} --` (then sudoers must "
+        "allow exactly the sh-jupyter command; see the README).",
+    ).tag(config=True)
+
+    @default("run_as")
+    def _default_run_as(self) -> list[str]:
+        return list(usercli.default_run_as(os.geteuid()))
+
+    config_file = Unicode(
+        "", help="sh-jupyter site config passed as --config (empty: the site default, "
+        "/etc/sh-jupyter/config.toml).",
+    ).tag(config=True)
+
+    pass_env = List(
+        Unicode(), default_value=["SLURM_CONF"],
+        help="Variables of the hub's environment given to the user-side sh-jupyter commands "
+        "(the rest of the hub's environment, which holds its secrets, never is).",
+    ).tag(config=True)
+
+    req_cpus = Integer(0, help="CPUs (0: the site default)").tag(config=True)
+    req_memory_gib = Integer(0, help="memory in GiB (0: the site default)").tag(config=True)
+    req_walltime = Unicode("", help="walltime, e.g. 2:00:00 (empty: the site default)"
+                           ).tag(config=True)
+    req_partition = Unicode("", help="Slurm partition").tag(config=True)
+    req_cluster = Unicode("", help="Slurm cluster (-M)").tag(config=True)
+    req_gpus = Integer(0, help="GPUs, where the site allows them").tag(config=True)
+
+    check_interval = Float(
+        1.0, help="Seconds between looks at the job's state while the server starts (through "
+        "the hub's shared poller).",
+    ).tag(config=True)
+
+    cancel_timeout = Float(
+        120.0, help="Seconds stop() waits for the cancelled job to end (its container removed "
+        "and its epilog done).",
+    ).tag(config=True)
+
+    @default("env_keep")
+    def _default_env_keep(self) -> list[str]:
+        return []  # the hub's PATH or VIRTUAL_ENV mean nothing inside the container
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return "0.0.0.0"  # inside the container; sh-jupyter publishes the port on the node
+
+    @default("start_timeout")
+    def _default_start_timeout(self) -> int:
+        return 300  # queue wait plus sh-jupyter's own connection timeout
+
+    # -- state: only the job and session ids (never a token) ----------------------------------
+    job_id = Unicode("")
+    session_id = Unicode("")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._starting = False
+        self._events: list[dict] = []
+        self._news = asyncio.Event()
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.job_id = state.get("job_id", "")
+        self.session_id = state.get("session_id", "")
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.job_id:
+            state.update(job_id=self.job_id, session_id=self.session_id)
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_id = self.session_id = ""
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _cli(self) -> usercli.UserCLI:
+        name = self.user.name
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise SpawnException(f"there is no system user {name!r} to run the session as",
+                                 reason="no-system-user") from None
+        return usercli.UserCLI(name, pw.pw_dir, tuple(self.run_as), tuple(self.sh_jupyter),
+                               self.config_file, usercli.pass_env(self.pass_env))
+
+    def _jobs(self) -> jobs.JobStates:
+        return jobs.shared(self.req_cluster)
+
+    async def _view(self) -> jobs.JobView:
+        """The job's state from the shared poller; anything going wrong is "unknown"."""
+        states = self._jobs()
+        try:
+            states.watch(self.job_id, self.user.name)
+            return await asyncio.get_running_loop().run_in_executor(None, states.view,
+                                                                    self.job_id)
+        except Exception as exc:  # noqa: BLE001 - a poll must never drop a server over this
+            return jobs.Unknown(f"{type(exc).__name__}: {exc}")
+
+    def _event(self, progress: int, message: str) -> None:
+        self._events.append({"progress": progress, "message": message})
+        self.log.info("%s: %s", self._log_name, message)
+        news, self._news = self._news, asyncio.Event()
+        news.set()
+
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: JupyterHub's (with the API token), minus what
+        sh-jupyter sets in the container itself; only names are logged."""
+        env = {k: str(v) for k, v in self.get_env().items()}
+        dropped = sorted(k for k in env if k in OWN_ENV)
+        if dropped:
+            self.log.debug("%s: not passing %s (set by sh-jupyter)", self._log_name, dropped)
+        return check_env({k: v for k, v in env.items() if k not in OWN_ENV})
+
+    def session_request(self) -> dict:
+        """What `sh-jupyter submit --stdin` gets: resources, the single-user command, its base
+        URL, JupyterHub's own authentication, and the environment (secrets included)."""
+        options = dict(self.user_options or {})
+        unknown = sorted(set(options) - set(USER_OPTIONS))
+        if unknown:
+            raise SpawnException(f"unknown options {unknown}; allowed: {', '.join(USER_OPTIONS)}",
+                                 reason="bad-options")
+        chosen = {"cpus": self.req_cpus or None, "memory_gib": self.req_memory_gib or None,
+                  "walltime": self.req_walltime or None, "partition": self.req_partition,
+                  "gpus": self.req_gpus or None, **options}
+        request = {k: v for k, v in chosen.items() if v not in (None, "")}
+        if self.req_cluster:
+            request["cluster"] = self.req_cluster
+        try:
+            environment = self.server_env()
+        except UsageError as exc:
+            raise SpawnException(f"the server's environment: {exc}",
+                                 reason="bad-environment") from None
+        request.update(command=[*self.cmd, *self.get_args()], base_url=self.server.base_url,
+                       auth="launcher", environment=environment)
+        return request
+
+    # -- the Spawner API -------------------------------------------------------------------
+    async def start(self) -> str:
+        self._events = []
+        cli = self._cli()
+        try:
+            done = await usercli.call(cli, "submit", "--stdin", "--json",
+                                      stdin=json.dumps(self.session_request()))
+        except usercli.CLIError as exc:
+            raise SpawnException(f"the session was not submitted: {exc}",
+                                 reason="submit") from None
+        self.job_id, self.session_id = str(done["job_id"]), str(done["session_id"])
+        self._event(10, f"Queued: Slurm job {self.job_id} submitted "
+                        f"(session {self.session_id})")
+        self._starting = True
+        try:
+            return await self._until_running(cli)
+        except BaseException:
+            await self._cancel(cli)  # never leave an orphan job behind a failed spawn
+            raise
+        finally:
+            self._starting = False
+
+    async def _until_running(self, cli: usercli.UserCLI) -> str:
+        """Follow the session's status file (as the user) and the job (through the poller)
+        until the server answers; fail at once when the session or its job ends first."""
+        follower = await usercli.follow(cli, self.session_id)
+        said: set[str] = set()  # the steps already reported
+        queue_reason = ""
+        try:
+            while True:
+                card = await follower.next(self.check_interval)
+                if card is None:
+                    raise SpawnException(f"following the session failed: {follower.error}",
+                                         reason="follow")
+                if card:
+                    if card["status"] == "Running":
+                        url = urlparse(card["url"])
+                        self._event(90, f"Running: {card['message']} on {card['host']}")
+                        return f"{url.scheme}://{url.netloc}"
+                    if card["status"] == "Completed":
+                        raise self._ended(card)
+                    if card["status"] == "Starting" and "container" not in said:
+                        said.update(("job", "container"))
+                        self._event(60, f"Starting: the container is starting on "
+                                        f"{card['host']}")
+                    continue
+                view = await self._view()
+                if jobs.has_ended(view):
+                    raise self._ended(await self._final_card(cli, view))
+                if not isinstance(view, JobInfo):
+                    continue  # unknown: the next look may know
+                if view.state == "PENDING" and view.reason and view.reason != queue_reason:
+                    queue_reason = view.reason
+                    self._event(10, f"Queued: waiting in Slurm's queue ({view.reason})")
+                elif view.state == "RUNNING" and "job" not in said:
+                    said.add("job")
+                    self._event(40, f"Starting: job {self.job_id} runs on "
+                                    f"{view.node or 'its node'}")
+        finally:
+            await follower.close()
+
+    async def _final_card(self, cli: usercli.UserCLI, view: jobs.JobView) -> dict:
+        """The card of a session whose job ended: the supervisor's reason, or the job's."""
+        try:
+            return await usercli.call(cli, "status", self.session_id, "--json")
+        except usercli.CLIError as exc:
+            state = view.state if isinstance(view, JobInfo) else "no longer in the queue"
+            return {"reason": f"the job ended ({state}); its card could not be read: {exc}"}
+
+    def _ended(self, card: dict) -> SpawnException:
+        reason = card.get("reason") or "the session ended"
+        message = f"the session ended before its server answered: {reason}"
+        self.log.warning("%s: session %s, job %s: %s", self._log_name, self.session_id,
+                         self.job_id, reason)
+        return SpawnException(message, reason="session-ended")
+
+    async def progress(self):
+        sent = 0
+        while True:
+            news = self._news
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            await news.wait()
+
+    async def poll(self) -> int | None:
+        if not self.job_id:
+            return 0
+        if self._starting:
+            return None
+        view = await self._view()
+        if jobs.is_unknown(view):
+            self.log.warning("%s: job %s state unknown (%s); keeping the server",
+                             self._log_name, self.job_id, getattr(view, "error", ""))
+            return None
+        if not jobs.has_ended(view):
+            return None
+        state = view.state if isinstance(view, JobInfo) else "no longer in the queue"
+        self.log.info("%s: job %s ended (%s)", self._log_name, self.job_id, state)
+        self._jobs().forget(self.job_id)
+        code = view.exit_code if isinstance(view, JobInfo) else None
+        return code if isinstance(code, int) else 0
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.job_id:
+            return
+        cli = self._cli()
+        await self._cancel(cli)
+        if not now:
+            await self._until_gone()
+        self._jobs().forget(self.job_id)
+
+    async def _cancel(self, cli: usercli.UserCLI) -> None:
+        try:
+            await usercli.call(cli, "cancel", self.session_id, "--json")
+        except usercli.CLIError as exc:
+            self.log.warning("%s: cancelling session %s (job %s): %s", self._log_name,
+                             self.session_id, self.job_id, exc)
+
+    async def _until_gone(self) -> None:
+        """Wait until Slurm has finished the job, epilog included: its container is gone."""
+        deadline = time.monotonic() + self.cancel_timeout
+        while time.monotonic() < deadline:
+            view = await self._view()
+            if view is None or (isinstance(view, JobInfo) and view.finished
+                                and view.state != "COMPLETING"):
+                return
+            await asyncio.sleep(0.5)  # the poller is asked at its own pace; this only waits
+        self.log.warning("%s: job %s still not ended %.0f s after cancelling",
+                         self._log_name, self.job_id, self.cancel_timeout)

@@ -1,0 +1,91 @@
+"""The supervisor side's entry (`sh-jupyter run`, `api.run`): who, where and which session, from
+the job's environment, then the supervisor. Kept apart from the submit side's modules so the path
+to Connect loads only what the supervisor needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Union
+
+from . import config as config_mod
+from . import launch as launch_mod
+from .config import Config
+from .errors import UsageError
+from .session import is_session_id, new_session_id
+from .templates import TemplateContext, expand_path
+from .users import session_user
+
+ConfigArg = Union[str, Config, None]
+
+
+def _slurm_int(environ: Mapping[str, str], name: str) -> int:
+    text = environ.get(name, "")
+    return int(text) if text.isdigit() else 0
+
+
+def run(*, local: bool = False, session_dir: str | None = None, session_id: str | None = None,
+        cpus: int = 0, memory_gib: int = 0, command: Sequence[str] = (), base_url: str = "",
+        auth: str = "token", environment: Mapping[str, str] | None = None,
+        config: ConfigArg = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run a session's supervisor here, as the current user, until the session ends; returns
+    the exit status (0: ended as asked, 3: failed, with the reason in status.json).
+
+    In a Slurm job (SLURM_JOB_ID set), the session directory is `session_dir` or the job's
+    working directory, and its name is the session id: the prolog and epilog recognise a
+    session job by its working directory, so a launcher's own batch script must `cd` (or
+    `sbatch --chdir`) into a directory named by a new session id (a UUID) under
+    `session.sessions_dir` before calling this. `local=True` runs without Slurm.
+
+    `command`, `base_url`, `auth` and `environment` are a launcher's, as for `submit`; given
+    here they replace what request.json records, and `environment` never touches a file.
+    """
+    from .supervisor import RunRequest, Supervisor  # the heavy imports only when running
+
+    cfg = config if isinstance(config, Config) else config_mod.load(config)
+    env = dict(os.environ if environ is None else environ)
+    options = launch_mod.validate(command, base_url, auth)
+    extra_env = launch_mod.check_env(environment or {})
+    given = options != launch_mod.LaunchOptions() or bool(extra_env)
+    user = session_user()
+    job_id = env.get("SLURM_JOB_ID", "")
+    if not local and not job_id:
+        raise UsageError("SLURM_JOB_ID", "", "not in a Slurm job; use `sh-jupyter run --local`")
+    if session_id is not None and not is_session_id(session_id):
+        raise UsageError("--session-id", session_id, "must be a UUID")
+    session_dir = os.path.abspath(session_dir) if session_dir else ""
+    if local:
+        session_id = session_id or new_session_id()
+        job_id = "local"
+        if not session_dir:
+            ctx = TemplateContext(user.pw_name, user.pw_dir, user.pw_uid, session_id, job_id)
+            session_dir = os.path.join(expand_path(cfg["session.sessions_dir"], ctx), session_id)
+    else:
+        session_dir = session_dir or os.getcwd()
+        session_id = session_id or os.path.basename(session_dir)
+        if not is_session_id(session_id):
+            raise UsageError("session directory", session_dir,
+                             "its name must be the session id (a UUID)")
+    cpus = cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
+    memory_gib = memory_gib or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
+    on_timeout: Callable[[str], None] | None = None
+    walltime: Callable[[], int] | None = None
+    if not local:
+        from .scheduler import get_scheduler
+
+        def walltime() -> int:
+            """The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives
+            the job no SLURM_JOB_END_TIME): asked once JupyterLab runs, off the path to it."""
+            job = get_scheduler().job(job_id)
+            return job.time_limit if job and job.time_limit else 0
+
+        def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
+            get_scheduler().cancel(job_id)
+    req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
+                     uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
+                     memory_gib=memory_gib, walltime_lookup=walltime, job_env=env,
+                     on_timeout=on_timeout)
+    if given:
+        req = replace(req, launch=options, extra_env=extra_env)
+    return Supervisor(cfg, req).run()

@@ -1,0 +1,259 @@
+"""The spawner's decisions, with the user-side CLI and the job poller replaced by scripted
+stand-ins (the real ones run in tests/e2e/test_jupyterhub.py): what it submits and where the
+token goes, how it fails a spawn, when poll() lets a server go, and what stop() waits for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.spawner import SpawnException
+
+from sh_jupyter.errors import SessionFailure
+from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
+from sh_jupyter.slurm_json import JobInfo
+
+TOKEN = "hub-api-token-4fJq9x"
+SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
+
+
+def job(state: str, **kw) -> JobInfo:
+    return JobInfo("4711", "jupyter_app", "root", state, **kw)
+
+
+class Script:
+    """The user-side CLI and the poller, as the test scripts them; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.cards: list[dict | bool] = []  # False: no card within the check interval
+        self.views: list[object] = []
+        self.status_card = {"status": "Completed", "failed": True, "reason": ""}
+        self.watched: set[str] = set()
+
+    async def call(self, cli, *args, stdin=None, timeout=120):
+        self.calls.append((cli.argv(*args), stdin))
+        if args[0] == "submit":
+            return {"job_id": "4711", "session_id": SID, "session_dir": "/x/" + SID}
+        if args[0] == "status":
+            return self.status_card
+        return {"cancelled": True}
+
+    async def follow(self, cli, session_id):
+        script = self
+
+        class Follower:
+            async def next(self, timeout):
+                await asyncio.sleep(0)
+                return script.cards.pop(0) if script.cards else False
+
+            async def close(self):
+                script.calls.append((["closed"], None))
+        self.calls.append((cli.argv("wait", session_id, "--json", "--no-scheduler"), None))
+        return Follower()
+
+    # JobStates
+    def watch(self, job_id, user=None):
+        self.watched.add(job_id)
+
+    def view(self, job_id):
+        return self.views.pop(0) if len(self.views) > 1 else self.views[0]
+
+    def forget(self, job_id):
+        self.watched.discard(job_id)
+
+    def commands(self) -> list[str]:
+        return [argv[argv.index("--") + 2] if "--" in argv else argv[0]
+                for argv, _ in self.calls]
+
+
+class Spawner(SHJupyterSpawner):
+    def get_env(self):
+        return {"JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_API_URL": "http://hub:8081/hub/api",
+                "PATH": "/hub/bin", "JUPYTER_TOKEN": "x"}
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Script:
+    s = Script()
+    monkeypatch.setattr(usercli, "call", s.call)
+    monkeypatch.setattr(usercli, "follow", s.follow)
+    monkeypatch.setattr(jobs, "shared", lambda cluster="": s)
+    return s
+
+
+@pytest.fixture
+def spawner(script: Script) -> Spawner:
+    sp = Spawner(user=SimpleNamespace(name="root"), check_interval=0.001, cancel_timeout=5)
+    sp._server = SimpleNamespace(base_url="/user/root/")
+    sp.run_as = ["runuser", "-u", "{username}", "--"]
+    sp.sh_jupyter = ["/opt/sh-jupyter/venv/bin/sh-jupyter"]
+    return sp
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_start_submits_as_the_user_with_the_token_on_stdin_only(spawner, script, caplog):
+    caplog.set_level(logging.DEBUG)
+    script.cards = [False, {"status": "Queued", "reason": ""},
+                    {"status": "Starting", "host": "node7", "reason": ""},
+                    {"status": "Running", "host": "node7", "reason": "",
+                     "url": "http://node7:24680/user/root/lab",
+                     "message": "JupyterLab is running in Podman container c"}]
+    script.views = [job("RUNNING", node="node7")]
+    assert run(spawner.start()) == "http://node7:24680"
+    (submit_argv, stdin), *_ = script.calls
+    assert submit_argv == ["runuser", "-u", "root", "--", "/opt/sh-jupyter/venv/bin/sh-jupyter",
+                           "submit", "--stdin", "--json"]
+    request = json.loads(stdin)
+    assert request["command"] == ["jupyterhub-singleuser"]
+    assert (request["base_url"], request["auth"]) == ("/user/root/", "launcher")
+    assert request["environment"] == {"JUPYTERHUB_API_TOKEN": TOKEN,
+                                      "JUPYTERHUB_API_URL": "http://hub:8081/hub/api"}
+    assert all(TOKEN not in " ".join(argv) for argv, _ in script.calls)
+    assert spawner.get_state() == {"job_id": "4711", "session_id": SID}
+    assert TOKEN not in json.dumps(spawner.get_state()) and TOKEN not in caplog.text
+    messages = [e["message"].split(":")[0] for e in spawner._events]
+    assert messages == ["Queued", "Starting", "Starting", "Running"]
+    assert script.commands()[-1] == "closed"
+
+
+def test_a_session_that_ends_before_its_server_answers_fails_the_spawn_with_its_reason(
+        spawner, script):
+    reason = "image localhost/nope:latest is not in the image store /var/lib/x"
+    script.cards = [{"status": "Queued", "reason": ""},
+                    {"status": "Completed", "failed": True, "reason": reason}]
+    script.views = [job("RUNNING")]
+    with pytest.raises(SpawnException) as info:
+        run(spawner.start())
+    assert reason in info.value.message
+    assert "cancel" in script.commands()  # no orphan job, whatever state it was in
+
+
+def test_a_job_that_dies_without_a_word_fails_the_spawn_with_the_cards_reason(spawner, script):
+    script.cards = [False, False]
+    script.views = [job("PENDING", reason="Priority"), None]
+    script.status_card = {"status": "Completed", "failed": True,
+                          "reason": "the job was cancelled (CANCELLED) while the session "
+                                    "was Queued"}
+    with pytest.raises(SpawnException, match="CANCELLED"):
+        run(spawner.start())
+    assert script.commands()[-3:] == ["status", "closed", "cancel"]
+    assert any("waiting in Slurm's queue (Priority)" in e["message"] for e in spawner._events)
+
+
+def test_an_unknown_job_state_while_starting_keeps_waiting(spawner, script):
+    script.cards = [False, False, {"status": "Running", "host": "n", "reason": "",
+                                   "url": "http://n:1/user/root/lab", "message": "m"}]
+    script.views = [jobs.Unknown("squeue failed: slurm_load_jobs error"), job("RUNNING")]
+    assert run(spawner.start()) == "http://n:1"
+
+
+def test_poll_keeps_a_server_whose_job_state_is_unknown(spawner, script):
+    spawner.load_state({"job_id": "4711", "session_id": SID})
+    for view, expected in ((job("RUNNING"), None),
+                           (jobs.Unknown("squeue: Unable to contact slurm controller"), None),
+                           (job("COMPLETING", exit_code=0), 0),
+                           (job("FAILED", exit_code=3), 3),
+                           (None, 0)):
+        script.views = [view]
+        assert run(spawner.poll()) == expected, view
+        assert ("4711" in script.watched) is (expected is None)  # an ended job is let go
+
+
+def test_poll_never_raises(spawner, script, monkeypatch):
+    spawner.load_state({"job_id": "4711", "session_id": SID})
+
+    class Broken(Script):
+        def view(self, job_id):
+            raise RuntimeError("the poller broke")
+    monkeypatch.setattr(jobs, "shared", lambda cluster="": Broken())
+    assert run(spawner.poll()) is None
+
+
+def test_per_call_states_read_a_failing_squeue_as_unknown():
+    class Failing:
+        def job(self, job_id):
+            raise SessionFailure("squeue failed: Unable to contact slurm controller")
+    view = jobs.PerCallStates(Failing()).view("1")
+    assert jobs.is_unknown(view) and not jobs.has_ended(view) and "contact" in view.error
+    assert jobs.has_ended(None) and jobs.has_ended(job("CANCELLED"))
+    assert not jobs.has_ended(job("RUNNING")) and not jobs.is_unknown(job("PENDING"))
+
+
+def test_stop_cancels_and_waits_for_the_epilog(spawner, script):
+    spawner.load_state({"job_id": "4711", "session_id": SID})
+    script.views = [job("RUNNING"), job("COMPLETING"), job("CANCELLED")]
+    run(spawner.stop())
+    assert script.commands() == ["cancel"]
+    assert script.views == [job("CANCELLED")]  # it looked until the job had really ended
+    spawner.clear_state()
+    assert spawner.get_state() == {}
+
+
+def test_progress_yields_events_as_they_come(spawner):
+    async def scenario():
+        got = []
+
+        async def consume():
+            async for event in spawner.progress():
+                got.append(event["message"])
+                if len(got) == 2:
+                    return
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0)
+        spawner._event(10, "Queued: one")
+        await asyncio.sleep(0)
+        spawner._event(50, "Starting: two")
+        await asyncio.wait_for(task, 5)
+        return got
+    assert run(scenario()) == ["Queued: one", "Starting: two"]
+
+
+def test_user_options_are_checked(spawner):
+    spawner.user_options = {"cpus": 2, "image": "other"}
+    with pytest.raises(SpawnException, match="unknown options"):
+        spawner.session_request()
+    spawner.user_options = {"cpus": 2, "walltime": "1:00:00"}
+    spawner.req_memory_gib = 3
+    request = spawner.session_request()
+    assert (request["cpus"], request["memory_gib"], request["walltime"]) == (2, 3, "1:00:00")
+
+
+def test_the_user_side_process_never_gets_the_hubs_environment(monkeypatch):
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "proxy-secret")
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
+    cli = usercli.UserCLI("alice", "/home/alice", ("sudo", "-n", "-u", "{username}", "--"),
+                          ("/usr/bin/sh-jupyter",), "/etc/site.toml",
+                          usercli.pass_env(["SLURM_CONF", "NOT_SET"]))
+    assert cli.argv("cancel", SID, "--json") == [
+        "sudo", "-n", "-u", "alice", "--", "/usr/bin/sh-jupyter", "--config",
+        "/etc/site.toml", "cancel", SID, "--json"]
+    env = cli.environ()
+    assert env == {"PATH": usercli.PATH, "HOME": "/home/alice", "USER": "alice",
+                   "LOGNAME": "alice", "LANG": "C.UTF-8", "SLURM_CONF": "/etc/slurm/slurm.conf"}
+    assert "proxy-secret" not in json.dumps(env)
+    assert usercli.default_run_as(0)[0] in ("/usr/sbin/runuser", "/sbin/runuser")
+
+
+def test_a_user_side_failure_is_its_one_line_message():
+    cli = usercli.UserCLI("nobody", "/", (), ("sh",), "", ())
+
+    async def failing():
+        # `sh -c` stands in for sh-jupyter: it prints its one-line error and exits 2.
+        return await usercli.call(cli, "-c", "echo 'sh-jupyter: --cpus = 99: too many' >&2; "
+                                  "exit 2")
+    with pytest.raises(usercli.CLIError) as info:
+        run(failing())
+    assert (str(info.value), info.value.status) == ("--cpus = 99: too many", 2)
+    assert os.environ.get("CONFIGPROXY_AUTH_TOKEN") is None
+    missing = usercli.UserCLI("nobody", "/", ("/no/such/runuser", "-u", "{username}", "--"),
+                              ("sh",), "", ())
+    with pytest.raises(usercli.CLIError, match="could not run /no/such/runuser"):
+        run(usercli.call(missing, "status"))

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.spawner import SpawnException
 
-from sh_jupyter.errors import SessionFailure
+from sh_jupyter.errors import SchedulerError
 from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
 from sh_jupyter.slurm_json import JobInfo
 
@@ -177,11 +177,13 @@ def test_poll_never_raises(spawner, script, monkeypatch):
     assert run(spawner.poll()) is None
 
 
-def test_per_call_states_read_a_failing_squeue_as_unknown():
+def test_the_shared_poller_reads_a_failing_squeue_as_unknown():
     class Failing:
-        def job(self, job_id):
-            raise SessionFailure("squeue failed: Unable to contact slurm controller")
-    view = jobs.PerCallStates(Failing()).view("1")
+        def states(self, job_ids, user=None):
+            raise SchedulerError("squeue failed: Unable to contact slurm controller")
+    watcher = jobs.JobStates(Failing())
+    watcher.watch("1", "alice")
+    view = watcher.view("1")
     assert jobs.is_unknown(view) and not jobs.has_ended(view) and "contact" in view.error
     assert jobs.has_ended(None) and jobs.has_ended(job("CANCELLED"))
     assert not jobs.has_ended(job("RUNNING")) and not jobs.is_unknown(job("PENDING"))

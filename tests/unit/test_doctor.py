@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sh_jupyter.doctor import ERROR, OK, WARN, Finding, fs_type, render, subid_range, worst
+from sh_jupyter.doctor import (
+    ERROR,
+    OK,
+    WARN,
+    Finding,
+    fs_type,
+    render,
+    slurm_config,
+    subid_range,
+    worst,
+)
 
 MOUNTS = """\
 /dev/vda / ext4 rw 0 0
@@ -34,3 +44,36 @@ def test_worst_and_render():
     text = render(findings, as_json=False)
     assert "ERROR c" in text and "fix: do y" in text and "fix: do x" in text
     assert "fix" not in text.splitlines()[0]
+
+
+# `scontrol show config` excerpts as printed by Slurm 22.05 (Debian 12) and 24.11 (Debian 13).
+SHOW_CONFIG_22_05 = """\
+Configuration data as of 2026-11-29T00:10:00
+Epilog                  = /usr/libexec/sh-jupyter/epilog
+EpilogMsgTime           = 2000 usec
+EpilogSlurmctld         = (null)
+Prolog                  = /usr/libexec/sh-jupyter/prolog
+PrologFlags             = Alloc
+SLURM_VERSION           = 22.05.8
+"""
+SHOW_CONFIG_24_11 = """\
+Configuration data as of 2026-11-29T00:10:00
+Epilog[0]               = /usr/libexec/sh-jupyter/epilog
+EpilogMsgTime           = 2000 usec
+Prolog[0]               = /etc/slurm/site-prolog
+Prolog[1]               = /usr/libexec/sh-jupyter/prolog
+PrologFlags             = Alloc
+SLURM_VERSION           = 24.11.5
+"""
+
+
+def test_slurm_config_reads_plain_and_indexed_hook_keys():
+    old = slurm_config(SHOW_CONFIG_22_05)
+    assert old["Prolog"] == "/usr/libexec/sh-jupyter/prolog"
+    assert old["Epilog"] == "/usr/libexec/sh-jupyter/epilog"
+    assert old["PrologFlags"] == "Alloc" and old["SLURM_VERSION"] == "22.05.8"
+    new = slurm_config(SHOW_CONFIG_24_11)
+    assert new["Prolog"] == "/etc/slurm/site-prolog,/usr/libexec/sh-jupyter/prolog"
+    assert new["Epilog"] == "/usr/libexec/sh-jupyter/epilog"
+    assert new["EpilogMsgTime"] == "2000 usec" and new["SLURM_VERSION"] == "24.11.5"
+    assert "Prolog[0]" not in new

@@ -51,10 +51,16 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
     is reported, never silently dropped.
     """
     from sh_jupyter import config as config_mod
+    from sh_jupyter import oci_runtime
+    from sh_jupyter.podman_args import pasta_installed
     from sh_jupyter.spec import SessionFacts, create_kwargs, host_mounts
     from sh_jupyter.templates import TemplateContext
 
     cfg = config_mod.load(config)
+    # The runtime, groups and network the supervisor would choose on this node.
+    choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                                oci_runtime.node_facts())
+    podman_version = bed.versions()["PODMAN_VERSION"]
     pw = pwd.getpwnam(USER)
     ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -69,10 +75,13 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
         if m.ephemeral:
             scratch = m.source
     present = {m.source for m in mounts if os.path.isdir(m.source)}
-    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits)
+    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, keep_groups=choice.keep_groups,
+                         podman_version=podman_version,
+                         have_pasta=pasta_installed(bed.user_env(USER)))
     kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
     kw["name"] = name
-    argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
+    argv = ["--runtime", choice.runtime]
+    argv += ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
     argv += ["--name", kw.pop("name"), "-w", kw.pop("working_dir")]
     for key, value in kw.pop("environment").items():
         # The token reaches podman through its environment, never its argv.
@@ -94,7 +103,10 @@ def container_argv(config: str, name: str, port: int, scratch_id: str) -> tuple[
              "--stop-timeout", str(kw.pop("stop_timeout"))]
     argv += [f"--device={d}" for d in kw.pop("devices")]
     argv += [f"--ulimit={u['Name']}={u['Soft']}:{u['Hard']}" for u in kw.pop("ulimits")]
-    argv += ["--network", kw.pop("network_mode")]
+    argv += [f"--annotation={k}={v}" for k, v in kw.pop("annotations", {}).items()]
+    network = kw.pop("network_mode")
+    net_opts = kw.pop("network_options", {}).get(network, [])
+    argv += ["--network", f"{network}:{','.join(net_opts)}" if net_opts else network]
     for spec, (addr, host_port) in kw.pop("ports", {}).items():
         argv += ["-p", f"{addr}:{host_port}:{spec}"]
     image, command = kw.pop("image"), kw.pop("command")

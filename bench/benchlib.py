@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
+# bench/run --release NAME runs the benchmarks inside that userland and keeps its tables apart.
+RESULTS = os.environ.get("SHJ_BENCH_RESULTS") or os.path.join(REPO, "bench", "results")
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import bed  # noqa: E402
@@ -116,13 +117,26 @@ def _cmd(argv: list[str]) -> str:
         else "?"
 
 
+def os_name() -> str:
+    """PRETTY_NAME of /etc/os-release ("Debian GNU/Linux 13 (trixie)")."""
+    try:
+        with open("/etc/os-release", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "?"
+
+
 def machine_note() -> str:
     """Where and when: enough to tell a quiet run from a noisy one."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     commit = _cmd(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
     dirty = _cmd(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"])
     return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, host `{socket.gethostname()}`, "
-            f"{os.cpu_count()} CPUs, kernel {platform.release()}, {_cmd(['podman', '--version'])}"
+            f"{os.cpu_count()} CPUs, kernel {platform.release()}, {os_name()}, "
+            f"{_cmd(['podman', '--version'])}, {_cmd(['sinfo', '--version'])}"
             f", commit {commit}{' (dirty)' if dirty not in ('', '?') else ''}, "
             f"load average {load}")
 

@@ -60,11 +60,13 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
     before the image) and JupyterLab options (`args`, after the launcher's own).
     """
     from sh_jupyter import config as config_mod
+    from sh_jupyter.podman_args import pasta_installed
     from sh_jupyter.spec import SessionFacts, create_kwargs, host_mounts
     from sh_jupyter.templates import TemplateContext
 
     cfg = config_mod.load(config)
     choice = runtime_of(config)
+    podman_version = bed.versions()["PODMAN_VERSION"]
     pw = pwd.getpwnam(USER)
     ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -79,7 +81,9 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
         if m.ephemeral:
             scratch = m.source
     present = {m.source for m in mounts if os.path.isdir(m.source)}
-    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, choice.keep_groups)
+    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, keep_groups=choice.keep_groups,
+                         podman_version=podman_version,
+                         have_pasta=pasta_installed(bed.user_env(USER)))
     kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
     kw["name"] = name
     argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []

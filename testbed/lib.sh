@@ -28,10 +28,42 @@ TESTBED_GPU_MAJOR=120
 TESTBED_GPU_PREFIX=/dev/shj-gpu
 TESTBED_CDI_SPEC=/etc/cdi/sh-jupyter-testbed-gpu.json
 
+# A second userland made by testbed/release (e.g. Debian 13 on a Debian 12 host) says here what
+# differs from a machine of its own: its release name and its Slurm ports, so that its cluster
+# and the host's run side by side. A normal machine has no such file and keeps the defaults.
+TESTBED_PROFILE=/etc/sh-jupyter-testbed/bed.env
+TESTBED_RELEASE=""
+TESTBED_SLURMCTLD_PORT=""
+TESTBED_SLURMD_PORT=""
+if [[ -r "$TESTBED_PROFILE" ]]; then
+    # shellcheck source=/dev/null
+    . "$TESTBED_PROFILE"
+fi
+
 # The checkout this file lives in: CI clones the repository into another
 # folder, so nothing may assume /work/main.
 TESTBED_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
 TESTBED_REPO="$(dirname -- "$TESTBED_DIR")"
+
+# The Debian releases the bed can be provisioned for: this machine's own, and the others as a
+# userland made by testbed/release (`--release NAME` of provision, test and teardown).
+TESTBED_KNOWN_RELEASES=(bookworm trixie)
+
+# host_release: this machine's Debian codename (bookworm, trixie).
+host_release() {
+    (. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+}
+
+# other_releases: the known releases that are not this machine's own, one per line.
+other_releases() {
+    local r host
+    host="$(host_release)"
+    for r in "${TESTBED_KNOWN_RELEASES[@]}"; do
+        if [[ "$r" != "$host" ]]; then
+            printf '%s\n' "$r"
+        fi
+    done
+}
 
 # apt must never stop to ask a question (there is no terminal in CI).
 export DEBIAN_FRONTEND=noninteractive

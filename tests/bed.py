@@ -30,6 +30,21 @@ SLURM_CONF = "/etc/slurm/slurm.conf"
 E2E_PORTS = "[network]\nport_min = 32000\nport_max = 32999\n"
 
 
+VERSIONS = "/var/lib/sh-jupyter-testbed/versions.env"
+
+
+def versions() -> dict[str, str]:
+    """What the bed runs (testbed/steps/10-packages.sh records it): PODMAN_MAJOR, SLURM_SERIES,
+    DEBIAN_VERSION... Tests use it to know which of a version-dependent behaviour to expect."""
+    out = {}
+    with open(VERSIONS, encoding="utf-8") as fh:
+        for line in fh:
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                out[key] = value
+    return out
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str,
              interval: float = 0.05) -> object:
     """Poll a condition until it is truthy or the deadline passes (then fail, naming it)."""

@@ -191,8 +191,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        _one_of("auto", "crun", "runc")),
         "keep_groups": Key("bool", True, "hand the user's supplementary groups to the container "
                            "(crun only), so group-shared project data is readable"),
-        "network": Key("str", "slirp4netns", "container network mode",
-                       _one_of("slirp4netns", "pasta", "host")),
+        "network": Key("str", "auto", "container network mode. auto: Podman's own rootless "
+                       "default, pasta from Podman 5 (slirp4netns is deprecated there) when it "
+                       "is installed, else slirp4netns", _one_of("auto", "slirp4netns", "pasta",
+                                                                  "host")),
         "pids_limit": Key("int", 4096, "most processes in the container", _range(64, 1 << 22)),
         "shm_size": Key("str", "1g", "size of /dev/shm"),
         "cap_add": Key("list[str]", [], "capabilities added back after dropping all "

@@ -20,6 +20,7 @@ from . import config as config_mod
 from . import oci_runtime, podman_args
 from .errors import SessionFailure, UsageError
 from .gpu import doctor as gpu_doctor
+from .spec import network_mode
 from .templates import TemplateContext, expand_path
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -71,6 +72,22 @@ def subid_range(name: str, uid: int, text: str) -> int:
     return total
 
 
+_CONFIG_LINE = re.compile(r"^(\w+)(?:\[\d+\])?\s+=\s+(.*)$", re.M)
+
+
+def slurm_config(text: str) -> dict[str, str]:
+    """`scontrol show config` output as key -> value.
+
+    Slurm 23.02+ allows several Prolog/Epilog scripts and 24.11 prints them indexed
+    (`Prolog[0] = ...`, 22.05: `Prolog = ...`); an indexed key's values are joined with commas,
+    the way slurm.conf lists them.
+    """
+    conf: dict[str, str] = {}
+    for key, value in _CONFIG_LINE.findall(text):
+        conf[key] = f"{conf[key]},{value}" if key in conf else value
+    return conf
+
+
 class Doctor:
     def __init__(self, cfg_path: str | None) -> None:
         self.cfg_path = cfg_path
@@ -80,13 +97,14 @@ class Doctor:
         # Node checks concern no particular session: placeholders stand in for its ids.
         self.ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
         self.findings: list[Finding] = []
+        self.podman_version = ""  # from `podman --version`; decides podman.network = "auto"
 
     def add(self, check: str, status: str, message: str, fix: str = "") -> None:
         self.findings.append(Finding(check, status, message, fix))
 
     def run(self) -> list[Finding]:
         checks: list[Callable[[], None]] = [self.config, self.podman, self.runtime,
-                                            self.tun, self.slirp]
+                                            self.tun, self.rootless_tools]
         if self.me.pw_uid != 0:
             checks += [self.subids, self.runtime_dir, self.storage]
         checks += [self.image]
@@ -113,8 +131,9 @@ class Doctor:
         if out is None:
             self.add("podman", ERROR, "podman is not installed", "install podman (>= 4.3)")
             return
-        match = re.search(r"(\d+)\.(\d+)", out.stdout)
+        match = re.search(r"(\d+)\.(\d+)(?:\.\d+)?", out.stdout)
         version = tuple(int(x) for x in match.groups()) if match else (0, 0)
+        self.podman_version = match.group(0) if match else ""
         status = OK if version >= (4, 3) else ERROR
         self.add("podman", status, out.stdout.strip(),
                  "" if status == OK else "install podman 4.3 or newer")
@@ -171,6 +190,7 @@ class Doctor:
             return
         self.add("keep-groups", OK, f"keep-groups works: your groups reach session "
                  f"containers (supplementary: {names})")
+
     def tun(self) -> None:
         if not os.path.exists("/dev/net/tun"):
             self.add("dev-net-tun", ERROR, "/dev/net/tun does not exist",
@@ -182,14 +202,21 @@ class Doctor:
         else:
             self.add("dev-net-tun", OK, "/dev/net/tun is usable")
 
-    def slirp(self) -> None:
-        missing = [t for t in ("slirp4netns", "newuidmap", "newgidmap", "conmon")
+    def rootless_tools(self) -> None:
+        """The helpers rootless Podman needs, with the network tool sessions will use here
+        (podman.network = "auto": pasta on Podman 5 where installed, else slirp4netns)."""
+        cfg = self.cfg or config_mod.default()
+        mode = network_mode(cfg["podman.network"], self.podman_version,
+                            podman_args.pasta_installed({"PATH": "/usr/bin:/usr/sbin:/bin"}))
+        tools = [t for t in (mode, "newuidmap", "newgidmap", "conmon") if t != "host"]
+        missing = [t for t in tools
                    if not shutil.which(t, path="/usr/bin:/usr/sbin:/usr/libexec/podman:/bin")]
         if missing:
             self.add("rootless-tools", ERROR, f"missing {', '.join(missing)}",
-                     "install slirp4netns, uidmap (shadow-utils on RHEL) and conmon")
+                     f"install {'passt' if mode == 'pasta' else mode}, uidmap (shadow-utils "
+                     "on RHEL) and conmon")
         else:
-            self.add("rootless-tools", OK, "slirp4netns, newuidmap, newgidmap, conmon present")
+            self.add("rootless-tools", OK, f"{', '.join(tools)} present (network {mode})")
 
     def subids(self) -> None:
         name, uid = self.me.pw_name, self.me.pw_uid
@@ -259,7 +286,7 @@ class Doctor:
             self.add("slurm", ERROR, f"Slurm is not reachable: {why}",
                      "install the Slurm client and make slurm.conf readable (SLURM_CONF)")
             return
-        conf = dict(re.findall(r"^(\w+)\s+=\s+(.*)$", out.stdout, re.M))
+        conf = slurm_config(out.stdout)
         self.add("slurm", OK, f"slurmctld answers (Slurm {conf.get('SLURM_VERSION', '?')})")
         for key, script in (("Prolog", "prolog"), ("Epilog", "epilog")):
             value = conf.get(key, "")

@@ -89,7 +89,9 @@ class Node:
         When Slurm has already killed the job's processes (a SIGKILLed supervisor: the whole
         step goes), Podman 4.3 cannot stop a crun container whose process is gone ("kill
         container: No such process") and gives up, but marks it exited: the next attempt
-        removes it. So cleanup re-checks its own work and tries again.
+        removes it. So cleanup re-checks its own work and tries again. Podman 5 before 5.6
+        fails the same way when the job's conmon was killed ("conmon exited prematurely",
+        podman#26640; seen on Debian 13's 5.4.2), and the retry removes it there too.
         """
         stop = str(self.cfg["session.stop_timeout"])
         left = self.job_containers()

@@ -3,6 +3,9 @@ prolog/epilog, doctor). Kept free of heavy imports: the prolog runs for every jo
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .templates import TemplateContext, expand_path
@@ -34,3 +37,15 @@ def for_user(cfg: Config, ctx: TemplateContext) -> list[str]:
     def path(key: str) -> str:
         return expand_path(cfg[key], ctx) if cfg[key] else ""
     return global_args(path("podman.graphroot"), path("podman.runroot"), cfg["image.store"])
+
+
+# Where Podman looks for helper programs such as pasta besides PATH (containers.conf's
+# helper_binaries_dir default).
+HELPER_DIRS = ("/usr/local/libexec/podman", "/usr/local/lib/podman", "/usr/libexec/podman",
+               "/usr/lib/podman")
+
+
+def pasta_installed(env: Mapping[str, str]) -> bool:
+    """True when Podman can find pasta (package passt), its rootless network from Podman 5."""
+    path = os.pathsep.join([env.get("PATH", ""), *HELPER_DIRS])
+    return shutil.which("pasta", path=path) is not None

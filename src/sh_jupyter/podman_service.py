@@ -60,6 +60,9 @@ class PodmanService:
         self.global_args = global_args
         self.api_timeout = api_timeout
         self.proc: subprocess.Popen | None = None
+        # The serving Podman's version ("4.3.1", "5.4.2"), from the readiness ping's
+        # Libpod-API-Version header (no extra API call); "" until then or if it is missing.
+        self.version = ""
 
     def start(self) -> None:
         """Start the service without waiting for it (the caller overlaps other work)."""
@@ -96,7 +99,9 @@ class PodmanService:
             if os.path.exists(self.socket_path):
                 client = self.client()
                 with contextlib.suppress(Exception):  # not up yet: any transport error
-                    if client.ping():
+                    response = client.api.head("/_ping")
+                    if response.ok:
+                        self.version = response.headers.get("Libpod-API-Version", "")
                         return client
                 client.close()
             time.sleep(delay)  # bounded back-off while polling a condition with a deadline

@@ -56,6 +56,25 @@ class SessionFacts:
     # among them: they travel in the API request, never in argv).
     command: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # The Podman serving this session (its API's version) and whether pasta is installed:
+    # what podman.network = "auto" resolves with.
+    podman_version: str = ""
+    have_pasta: bool = False
+
+
+def podman_major(version: str) -> int:
+    """The major number of a Podman version string ("5.4.2" -> 5; unknown -> 0)."""
+    head = version.strip().split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def network_mode(setting: str, podman_version: str, have_pasta: bool) -> str:
+    """The container's network mode. "auto" follows Podman's own rootless default: pasta from
+    Podman 5, where slirp4netns is deprecated, and slirp4netns before (Podman 4.3 has no
+    pasta) or where pasta is not installed (Debian's Podman 5 only recommends it)."""
+    if setting != "auto":
+        return setting
+    return "pasta" if podman_major(podman_version) >= 5 and have_pasta else "slirp4netns"
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -171,7 +190,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
     }
     if facts.keep_groups:
         kwargs["annotations"] = {KEEP_GROUPS_ANNOTATION: "1"}
-    network = cfg["podman.network"]
+    network = network_mode(cfg["podman.network"], facts.podman_version, facts.have_pasta)
     kwargs["network_mode"] = network
     if network != "host":
         kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}

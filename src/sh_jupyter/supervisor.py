@@ -38,6 +38,7 @@ from .config import Config
 from .errors import EXIT_SESSION_FAILED, ConnectionTimeout, PortInUse, SessionFailure, UsageError
 from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from .launch import LaunchOptions
+from .podman_args import pasta_installed
 from .podman_service import PodmanService, podman_env
 from .progress import say
 from .session import (
@@ -53,7 +54,7 @@ from .session import (
     resolve_base_url,
     running_message,
 )
-from .spec import HostMount, SessionFacts, create_kwargs, host_mounts
+from .spec import HostMount, SessionFacts, create_kwargs, host_mounts, network_mode
 from .templates import TemplateContext
 
 
@@ -130,6 +131,8 @@ class Supervisor:
         self.launch = LaunchOptions()  # a launcher's command, base URL and auth (request.json)
         self.extra_env: dict[str, str] = {}  # a launcher's secrets: never written anywhere
         self.start_clock = 0.0  # when the container was started: the connection timeout's zero
+        self.podman_version = ""  # the API service's; decides podman.network = "auto"
+        self.have_pasta = False
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
 
     def _base(self, port: int) -> str:
@@ -249,6 +252,10 @@ class Supervisor:
         self.present = self._prepare_mounts()
         _podman()
         self.client = self.service.wait_ready()
+        self.podman_version = self.service.version
+        self.have_pasta = pasta_installed(self.service.env)
+        say(f"podman {self.podman_version or '(version unknown)'}, network "
+            f"{network_mode(self.cfg['podman.network'], self.podman_version, self.have_pasta)}")
         container, port = self._launch(secret)
         self._save(replace(self.status, port=port, base_url=self._base(port)))
         url = lab_url(self.host, port, self._base(port))
@@ -290,7 +297,8 @@ class Supervisor:
                 continue
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
                                  self._base(port), _job_ulimits(), self.keep_groups,
-                                 self.launch.command, self.extra_env)
+                                 self.launch.command, self.extra_env, self.podman_version,
+                                 self.have_pasta)
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
                                    self.present, gpus)
             self.start_clock = time.monotonic()

@@ -8,10 +8,17 @@ set -euo pipefail
 # shellcheck source=testbed/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
+# Podman 5 (Debian 13) networks rootless containers with pasta (package passt) by default;
+# slirp4netns stays installed as well, so both network modes can be used and tested.
+network_pkgs=(slirp4netns)
+if [[ "$(. /etc/os-release && printf '%s' "$VERSION_ID")" != 12 ]]; then
+    network_pkgs+=(passt)
+fi
+
 need_pkgs \
-    podman uidmap slirp4netns runc crun conmon catatonit debootstrap \
+    podman uidmap "${network_pkgs[@]}" runc crun conmon catatonit debootstrap \
     munge slurmctld slurmd slurm-client \
-    curl ca-certificates iproute2 procps \
+    curl ca-certificates iproute2 procps hostname \
     python3 python3-venv python3-pip \
     rpm cpio \
     ruby chromium

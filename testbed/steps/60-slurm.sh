@@ -131,6 +131,18 @@ case "$SLURM_SERIES" in
     *) hook_timeout_lines=$'PrologTimeout=180\nEpilogTimeout=180' ;;
 esac
 
+# Slurm's default ports, unless this is a second userland beside the host's cluster
+# (testbed/release sets its ports in bed.env). Each line ends in a newline and is put in front
+# of the next option, so the default config has no extra line (and the host's daemons see no
+# change).
+port_lines=""
+if [[ -n "$TESTBED_SLURMCTLD_PORT" ]]; then
+    port_lines+="SlurmctldPort=$TESTBED_SLURMCTLD_PORT"$'\n'
+fi
+if [[ -n "$TESTBED_SLURMD_PORT" ]]; then
+    port_lines+="SlurmdPort=$TESTBED_SLURMD_PORT"$'\n'
+fi
+
 # A config that is not ours (a real site's) is kept aside once, never lost.
 for f in "$SLURM_CONF" "$CGROUP_CONF" "$GRES_CONF"; do
     if [[ -f "$f" ]] && ! grep -qF "$MARKER" "$f"; then
@@ -155,7 +167,7 @@ $MARKER: edits are overwritten.
 # default path; SLURM_CONF=$SLURM_CONF is only needed if it moves.
 ClusterName=shjtest
 SlurmctldHost=$NODE(127.0.0.1)
-SlurmUser=slurm
+${port_lines}SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge

@@ -157,6 +157,31 @@ def test_session_logs_in_by_token_and_by_password_and_is_private(session):
     assert other.returncode != 0
 
 
+def test_network_mode_follows_the_podman_version(session):
+    """podman.network = "auto" (the default) gives Podman's own rootless default: slirp4netns
+    on Podman 4 (Debian 12), pasta on Podman 5 (Debian 13, where the bed installs passt); a
+    configured mode wins (on Podman 5: the deprecated slirp4netns still works)."""
+    versions = bed.versions()
+    major = int(versions["PODMAN_MAJOR"])
+    cases = [("auto", "pasta" if major >= 5 else "slirp4netns")]
+    if major >= 5:
+        cases.append(('"slirp4netns"', "slirp4netns"))
+    for setting, want in cases:
+        over = {} if setting == "auto" else {"podman__network": setting}
+        s = session(config_text(**over))
+        conn = s.wait_ready()
+        out = bed.podman(USER, "inspect", "--format", "{{.HostConfig.NetworkMode}}",
+                         s.container())
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == want, (setting, out.stdout)
+        # The version the supervisor read from its API service is the installed one.
+        assert f"podman {versions['PODMAN_VERSION']}, network {want}" in s.log()
+        opener, _ = _opener()
+        assert _status(opener, f"http://127.0.0.1:{conn['port']}/api") == 200
+        s.terminate()
+        assert s.wait_exit(30) == 0
+
+
 def test_notebook_in_safe_outputs_is_owned_by_the_user(session):
     s = session()
     conn = s.wait_ready()

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import os
 
-from sh_jupyter.doctor import ERROR, OK, WARN, Finding, fs_type, render, subid_range, worst
+from sh_jupyter.doctor import (
+    ERROR,
+    OK,
+    WARN,
+    Finding,
+    fs_type,
+    render,
+    slurm_config,
+    subid_range,
+    worst,
+)
 from sh_jupyter.gpu.doctor import world_readable
 
 MOUNTS = """\
@@ -53,3 +63,36 @@ def test_world_readable_needs_the_file_and_every_directory_above(tmp_path):
     spec.parent.chmod(0o750)
     assert not world_readable(str(spec))
     assert not world_readable(str(tmp_path / "missing.json"))
+
+
+# `scontrol show config` excerpts as printed by Slurm 22.05 (Debian 12) and 24.11 (Debian 13).
+SHOW_CONFIG_22_05 = """\
+Configuration data as of 2026-11-29T00:10:00
+Epilog                  = /usr/libexec/sh-jupyter/epilog
+EpilogMsgTime           = 2000 usec
+EpilogSlurmctld         = (null)
+Prolog                  = /usr/libexec/sh-jupyter/prolog
+PrologFlags             = Alloc
+SLURM_VERSION           = 22.05.8
+"""
+SHOW_CONFIG_24_11 = """\
+Configuration data as of 2026-11-29T00:10:00
+Epilog[0]               = /usr/libexec/sh-jupyter/epilog
+EpilogMsgTime           = 2000 usec
+Prolog[0]               = /etc/slurm/site-prolog
+Prolog[1]               = /usr/libexec/sh-jupyter/prolog
+PrologFlags             = Alloc
+SLURM_VERSION           = 24.11.5
+"""
+
+
+def test_slurm_config_reads_plain_and_indexed_hook_keys():
+    old = slurm_config(SHOW_CONFIG_22_05)
+    assert old["Prolog"] == "/usr/libexec/sh-jupyter/prolog"
+    assert old["Epilog"] == "/usr/libexec/sh-jupyter/epilog"
+    assert old["PrologFlags"] == "Alloc" and old["SLURM_VERSION"] == "22.05.8"
+    new = slurm_config(SHOW_CONFIG_24_11)
+    assert new["Prolog"] == "/etc/slurm/site-prolog,/usr/libexec/sh-jupyter/prolog"
+    assert new["Epilog"] == "/usr/libexec/sh-jupyter/epilog"
+    assert new["EpilogMsgTime"] == "2000 usec" and new["SLURM_VERSION"] == "24.11.5"
+    assert "Prolog[0]" not in new

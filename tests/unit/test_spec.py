@@ -22,6 +22,7 @@ from sh_jupyter.spec import (
     environment,
     host_mounts,
     jupyter_command,
+    podman_major,
 )
 from sh_jupyter.templates import TemplateContext
 
@@ -146,8 +147,37 @@ def test_ports_published_on_bind_address(mode: str) -> None:
 
 def test_default_publishes_on_all_addresses() -> None:
     kw = build()
-    assert kw["network_mode"] == "slirp4netns"
+    assert kw["network_mode"] == "slirp4netns"  # Podman's version unknown: the safe choice
     assert kw["ports"] == {f"{PORT}/tcp": ("0.0.0.0", PORT)}
+
+
+@pytest.mark.parametrize(("version", "have_pasta", "mode"), [
+    ("4.3.1", False, "slirp4netns"),  # Debian 12: no pasta support in Podman 4.3
+    ("4.3.1", True, "slirp4netns"),
+    ("4.9.4", True, "slirp4netns"),   # Podman 4's default stays slirp4netns
+    ("5.4.2", True, "pasta"),         # Debian 13: Podman 5's default
+    ("5.4.2", False, "slirp4netns"),  # passt not installed (Debian only recommends it)
+    ("", True, "slirp4netns"),
+    ("dev", True, "slirp4netns"),
+])
+def test_auto_network_follows_the_podman_version(version: str, have_pasta: bool,
+                                                 mode: str) -> None:
+    facts = SessionFacts(ctx=CTX, port=PORT, podman_version=version, have_pasta=have_pasta)
+    kw = build(config.parse('[podman]\nnetwork = "auto"\n'), facts=facts)
+    assert kw["network_mode"] == mode
+    assert kw["ports"] == {f"{PORT}/tcp": ("0.0.0.0", PORT)}
+
+
+@pytest.mark.parametrize("mode", ["slirp4netns", "pasta", "host"])
+def test_a_configured_network_wins_over_the_version(mode: str) -> None:
+    facts = SessionFacts(ctx=CTX, port=PORT, podman_version="5.4.2", have_pasta=True)
+    kw = build(config.parse(f'[podman]\nnetwork = "{mode}"\n'), facts=facts)
+    assert kw["network_mode"] == mode
+
+
+def test_podman_major() -> None:
+    assert (podman_major("4.3.1"), podman_major("5.4.2"), podman_major("10.0")) == (4, 5, 10)
+    assert (podman_major(""), podman_major("v5"), podman_major(" 5.1")) == (0, 0, 5)
 
 
 def test_host_network_binds_jupyter_on_bind_address() -> None:

@@ -109,3 +109,15 @@ if ! getent passwd "$TESTBED_BENCH_USER" >/dev/null; then
     log "created user $TESTBED_BENCH_USER"
 fi
 log "users: ${TESTBED_USERS[*]} (bench: $TESTBED_BENCH_USER); projects: $TESTBED_PROJECT (${TESTBED_PROJECT_MEMBERS[*]}), $TESTBED_OTHER_PROJECT (${TESTBED_OTHER_MEMBERS[*]})"
+
+# A test user whose rootless Podman lost its pause process while the database still lists
+# running containers (a job killed without its epilog, a crash test) gets "invalid internal
+# status" from every podman command until `podman system migrate`; a bed with history must
+# not fail on that. Only checked where the user's runtime directory exists (a session ran).
+for user in "${TESTBED_USERS[@]}" "${TESTBED_PROJECT_MEMBERS[@]}"; do
+    [[ -d "/run/user/$(id -u "$user")" ]] || continue
+    if as_user "$user" timeout 60 podman ps -q 2>&1 >/dev/null | grep -q "invalid internal status"; then
+        as_user "$user" timeout 120 podman system migrate >/dev/null 2>&1 || true
+        log "$user: podman had lost its pause process; ran podman system migrate"
+    fi
+done

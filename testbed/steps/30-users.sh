@@ -116,7 +116,8 @@ log "users: ${TESTBED_USERS[*]} (bench: $TESTBED_BENCH_USER); projects: $TESTBED
 # not fail on that. Only checked where the user's runtime directory exists (a session ran).
 for user in "${TESTBED_USERS[@]}" "${TESTBED_PROJECT_MEMBERS[@]}"; do
     [[ -d "/run/user/$(id -u "$user")" ]] || continue
-    if as_user "$user" timeout 60 podman ps -q 2>&1 >/dev/null | grep -q "invalid internal status"; then
+    said="$(as_user "$user" timeout 60 podman ps -q 2>&1 >/dev/null || true)"
+    if [[ "$said" == *"invalid internal status"* ]]; then
         as_user "$user" timeout 120 podman system migrate >/dev/null 2>&1 || true
         log "$user: podman had lost its pause process; ran podman system migrate"
     fi

@@ -209,7 +209,7 @@ def podman_service_of(supervisor: int) -> int | None:
 # -- ports, config, users ---------------------------------------------------------------------
 def free_port() -> int:
     """A random free port of our range (the floor variants publish one like the launcher)."""
-    from sh_jupyter import ports
+    from sh_jupyter.supervisor import ports
 
     rng = random.SystemRandom()
     for _ in range(200):

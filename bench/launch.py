@@ -164,7 +164,7 @@ class Floor:
         return ""
 
     def api_answers(self) -> bool:
-        from sh_jupyter.readiness import api_answers
+        from sh_jupyter.supervisor.readiness import api_answers
 
         return api_answers("127.0.0.1", self.port, "/", timeout=2.0)
 

@@ -31,13 +31,13 @@ from .card import card as card_of
 from .config import Config
 from .errors import SchedulerError, SessionFailure, UsageError
 from .files import read_text
-from .runner import run
 from .scheduler import Scheduler, get_scheduler
 from .session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id, lab_url
 from .slurm_jobs import JobInfo, JobView, Unknown
 from .submit import Submitted, current_card, follow, load_status, sessions_root
 from .submit import connection as read_connection
 from .submit import submit as submit_job
+from .supervisor.entry import run
 from .users import current_user, session_user
 
 __all__ = [

@@ -113,7 +113,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run  # the supervisor's side only: the path to Connect
+    from .supervisor.entry import run  # the supervisor's side only: the path to Connect
 
     return run(local=args.local, session_dir=args.session_dir, session_id=args.session_id,
                cpus=args.cpus, memory_gib=args.memory, config=config_mod.load(args.config))

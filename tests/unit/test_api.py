@@ -14,11 +14,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from sh_jupyter import api, cli, config, runner, supervisor, users
+from sh_jupyter import api, cli, config, users
 from sh_jupyter.errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
 from sh_jupyter.launch import ENV_FILE, LaunchOptions
 from sh_jupyter.session import Status
 from sh_jupyter.slurm_json import JobInfo
+from sh_jupyter.supervisor import entry as runner
+from sh_jupyter.supervisor import lifecycle as supervisor
 
 SECRET = "hub-token-Zq3xx1"
 

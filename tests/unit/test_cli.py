@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sh_jupyter import __version__, api, cli, config, supervisor, users
+from sh_jupyter import __version__, api, cli, config, users
 from sh_jupyter.errors import EXIT_USAGE
+from sh_jupyter.supervisor import lifecycle as supervisor
 
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
 # Stand-ins for pwd entries (the code reads only these attributes). Not pwd.struct_passwd built

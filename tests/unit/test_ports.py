@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sh_jupyter.ports import candidates, is_free, probe_address
+from sh_jupyter.supervisor.ports import candidates, is_free, probe_address
 
 
 def test_candidates_distinct_and_in_range() -> None:

@@ -14,11 +14,11 @@ from requests.exceptions import RequestException
 
 from podman import PodmanClient
 
+from ..errors import ConnectionTimeout, PortInUse, SessionFailure
+from ..exits import ExitFacts
+from ..progress import say
+from ..spec import LABEL_SESSION, LABEL_USER
 from . import follow, ports, readiness
-from .errors import ConnectionTimeout, PortInUse, SessionFailure
-from .exits import ExitFacts
-from .progress import say
-from .spec import LABEL_SESSION, LABEL_USER
 
 IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
 

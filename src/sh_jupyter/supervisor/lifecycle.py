@@ -22,26 +22,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import (
-    activity,
-    cgroups,
-    exits,
-    follow,
-    gpu,
-    launch,
-    oci_runtime,
-    podman_args,
-    ports,
-    readiness,
-)
-from .config import Config
-from .errors import EXIT_SESSION_FAILED, ConnectionTimeout, PortInUse, SessionFailure, UsageError
-from .files import ensure_private_dir, ensure_user_dir, read_text, write_private
-from .launch import LaunchOptions
-from .podman_args import pasta_installed
-from .podman_service import PodmanService, podman_env
-from .progress import say
-from .session import (
+from .. import activity, exits, gpu, launch, oci_runtime, podman_args
+from ..config import Config
+from ..errors import EXIT_SESSION_FAILED, ConnectionTimeout, PortInUse, SessionFailure, UsageError
+from ..files import ensure_private_dir, ensure_user_dir, read_text, write_private
+from ..launch import LaunchOptions
+from ..podman_args import pasta_installed
+from ..progress import say
+from ..session import (
     CONNECTION_FILE,
     REQUEST_FILE,
     STATUS_FILE,
@@ -54,8 +42,10 @@ from .session import (
     resolve_base_url,
     running_message,
 )
-from .spec import HostMount, SessionFacts, create_kwargs, host_mounts, network_mode
-from .templates import TemplateContext
+from ..spec import HostMount, SessionFacts, create_kwargs, host_mounts, network_mode
+from ..templates import TemplateContext
+from . import cgroups, follow, ports, readiness
+from .podman_service import PodmanService, podman_env
 
 
 @dataclass
@@ -101,7 +91,8 @@ def _podman():
 
 def _api_error(exc: BaseException) -> bool:
     """True for podman-py's and the transport's errors (the API service went away mid-call)."""
-    return "sh_jupyter.container" in sys.modules and isinstance(exc, _podman().API_ERRORS)
+    return f"{__package__}.container" in sys.modules \
+        and isinstance(exc, _podman().API_ERRORS)
 
 
 class Supervisor:

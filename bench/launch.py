@@ -43,6 +43,8 @@ FLOOR = "(a) floor: bare `podman run -d` until GET /api = 200"
 OOD = "(b) OOD-style: TCP probe every 0.5 s + sleep 2"
 OOD_USABLE = "(b) OOD-style, until JupyterLab really answers (informational)"
 LAUNCHER = "(c) `sh-jupyter run --local` until connection.yml"
+FLOOR_RUNC = "(a-runc) floor (a) under runc"
+LAUNCHER_RUNC = "(c-runc) launcher (c) with podman.runtime = \"runc\""
 RSS_TARGET_MB = 60
 CPU_TARGET_S = 0.3
 RATIO_TARGET = 1.10
@@ -284,9 +286,11 @@ def main() -> int:
     args = parser.parse_args()
     config = bl.write_config()
     stock_config = bl.image_config(bl.STOCK_IMAGE, bl.STOCK_COMMAND)
+    runc_config = bl.write_config(f'{bl.CONFIG_TEXT}[podman]\nruntime = "runc"\n')
     stock_why = bl.ensure_stock_image()
     stock, floor, ood, launcher = Series(STOCK_FLOOR), Series(FLOOR), Series(OOD), Series(LAUNCHER)
     ood_usable = Series(OOD_USABLE)
+    floor_runc, launcher_runc = Series(FLOOR_RUNC), Series(LAUNCHER_RUNC)
     answered: list[bool] = []
     hwm: list[int] = []
     started: list[float] = []  # (a): when `podman run -d` returned
@@ -296,7 +300,10 @@ def main() -> int:
     steps = {FLOOR: (floor, lambda s: run_floor(config, s, started)),
              OOD: (ood, lambda s: run_ood(config, s, ood_usable if s is ood
                                           else Series(OOD_USABLE), answered)),
-             LAUNCHER: (launcher, lambda s: run_launcher(config, s, hwm, phases))}
+             LAUNCHER: (launcher, lambda s: run_launcher(config, s, hwm, phases)),
+             # The same two under runc, side by side (crun is the default where it runs).
+             FLOOR_RUNC: (floor_runc, lambda s: run_floor(runc_config, s, [])),
+             LAUNCHER_RUNC: (launcher_runc, lambda s: run_launcher(runc_config, s, [], []))}
     if stock_why:
         stock.fail(stock_why)
     else:
@@ -329,10 +336,14 @@ def main() -> int:
             f"{bl.machine_note()}. {args.runs} runs, variants interleaved (order rotated), "
             f"{args.warmup} warm-up round(s) not counted. Load average before: "
             f"{load0[0]:.2f}.\n",
-            bl.table(bl.SERIES_HEADERS, bl.series_rows([stock, floor, ood, ood_usable, launcher],
+            bl.table(bl.SERIES_HEADERS, bl.series_rows([stock, floor, ood, ood_usable, launcher,
+                                                           floor_runc, launcher_runc],
                                                           floor, targets)),
             "(s) is the same JupyterLab installed the plain way (bench/stock/Containerfile), "
-            "run like (a); (a) is our image; \"ratio to floor\" is to (a).\n"]
+            "run like (a); (a) is our image; \"ratio to floor\" is to (a). (a) and (c) run "
+            f"under {runtime_of(config).runtime} (what the supervisor chooses here); the -runc "
+            "rows are the same under runc (which drops the user's groups), in the same rounds."
+            f" {runc_note(floor, floor_runc, launcher, launcher_runc)}\n"]
     if answered:
         text.append(f"(b) declared ready while JupyterLab did not yet answer `GET /api` "
                     f"(a portal's \"Proxy Error\"): {answered.count(False)}/{len(answered)}. "
@@ -342,7 +353,8 @@ def main() -> int:
                     "that and JupyterLab's first answer.\n")
     text.append(phase_table(floor, launcher, started, phases))
     text.append(resource_table(hwm, idle, args.idle_seconds))
-    failures = [f"- {s.name}: {why}" for s in (stock, floor, ood, ood_usable, launcher)
+    failures = [f"- {s.name}: {why}" for s in (stock, floor, ood, ood_usable, launcher,
+                                               floor_runc, launcher_runc)
                 for why in s.failures]
     if idle.get("error"):
         failures.append(f"- idle session: {idle['error']}")
@@ -350,6 +362,13 @@ def main() -> int:
         text.append("Failures:\n" + "\n".join(failures) + "\n")
     bl.write_result("launch", "\n".join(text))
     return 0
+
+
+def runc_note(floor: Series, floor_runc: Series, launcher: Series,
+              launcher_runc: Series) -> str:
+    """crun against runc, floor and launcher, as ratios of medians from the same rounds."""
+    return (f"Under runc: floor {bl.ratio(floor_runc.median(), floor.median())}, launcher "
+            f"{bl.ratio(launcher_runc.median(), launcher.median())} of the same under the default.")
 
 
 def fmt_gap(ood: float | None, launcher: float | None) -> str:

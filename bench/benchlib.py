@@ -8,6 +8,7 @@ left out of that variant's figures; the script still prints its table.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import pwd
@@ -225,6 +226,21 @@ def shared_dir() -> str:
     os.chmod(path, 0o755)
     CLEANUP.paths.append(path)
     return path
+
+
+def json_docs(text: str) -> list[dict]:
+    """The JSON documents `submit --json --wait` prints one after the other."""
+    decoder, out, i = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while i < len(text):
+        try:
+            obj, i = decoder.raw_decode(text, i)
+        except ValueError:
+            break
+        out.append(obj)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
 
 
 def write_config(text: str = CONFIG_TEXT) -> str:

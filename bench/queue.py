@@ -184,20 +184,6 @@ def max_job_count() -> int:
 
 
 # -- one run at one queue size ----------------------------------------------------------------
-def docs(text: str) -> list[dict]:
-    decoder, out, i = json.JSONDecoder(), [], 0
-    text = text.strip()
-    while i < len(text):
-        try:
-            obj, i = decoder.raw_decode(text, i)
-        except ValueError:
-            break
-        out.append(obj)
-        while i < len(text) and text[i].isspace():
-            i += 1
-    return out
-
-
 def sbatch_until_running(m: Measure) -> None:
     run = Run(USER, ["sbatch", "--parsable", "--job-name=shj-bench-plain", "--output=/dev/null",
                      "--chdir=/tmp", "--time=5", "--mem=100M", "--wrap=sleep 300"])
@@ -222,7 +208,7 @@ def sbatch_until_running(m: Measure) -> None:
 def one_run(config: str, measures: dict[str, Measure], run_no: int) -> None:
     sh = [bed.SH, "--config", config]
     sub = timed(USER, [*sh, "submit", "--json", "--wait", *SUBMIT_ARGS], timeout=300)
-    got = docs(sub.text()[0])
+    got = bl.json_docs(sub.text()[0])
     first = got[0] if got else {}
     if first.get("job_id"):
         bl.CLEANUP.jobs.append(first["job_id"])

@@ -18,7 +18,6 @@ Measurements only: targets are reported next to the figures, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
 import subprocess
@@ -46,21 +45,6 @@ SCANCEL_TARGET = 3.0
 HOOK_TARGET = 0.2
 SUBMIT_TIMEOUT = 300
 BURST_RATIO_TARGET = 4.0  # 2 cores doing 8 CPU-bound starts: about 4 starts' worth
-
-
-def docs(text: str) -> list[dict]:
-    """The JSON documents `submit --json --wait` prints one after the other."""
-    decoder, out, i = json.JSONDecoder(), [], 0
-    text = text.strip()
-    while i < len(text):
-        try:
-            obj, i = decoder.raw_decode(text, i)
-        except ValueError:
-            break
-        out.append(obj)
-        while i < len(text) and text[i].isspace():
-            i += 1
-    return out
 
 
 class Submission:
@@ -97,7 +81,7 @@ class Submission:
     def poll(self) -> bool:
         """One look (cheap enough for 5 ms polls); True once the command has exited."""
         if not self.job_id:
-            got = docs(self.out.text())
+            got = bl.json_docs(self.out.text())
             if got:
                 self.job_id, self.session_id = got[0]["job_id"], got[0]["session_id"]
                 self.session_dir = got[0]["session_dir"]
@@ -123,7 +107,7 @@ class Submission:
         self.poll()
 
     def final(self) -> dict:
-        got = docs(self.out.text())
+        got = bl.json_docs(self.out.text())
         return got[-1] if len(got) > 1 else {}
 
     def ready(self) -> bool:

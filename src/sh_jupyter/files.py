@@ -40,6 +40,16 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def read_kernel_file(path: str) -> str | None:
+    """A /proc or /sys file's text, None when it cannot be read for any reason (absent on this
+    kernel, not ours to read): callers treat that as "unknown"."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
 def ensure_private_dir(path: str, uid: int | None = None) -> None:
     """Create path (and parents) as 0700, or check an existing one is ours and private.
 

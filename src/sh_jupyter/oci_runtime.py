@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 
 from .errors import SessionFailure
+from .files import read_kernel_file as _read
 
 # What crun reads to skip setgroups(); Podman's CLI turns `--group-add keep-groups` into this
 # annotation client-side, so through the REST API it must be passed as an annotation.
@@ -81,14 +82,6 @@ def choose(setting: str, keep_groups: bool, facts: NodeFacts) -> Choice:
                              + (f" and {refusal}" if refusal else ""))
     reason = "podman.runtime is \"runc\"" if setting == "runc" else refusal
     return Choice("runc", False, f"runc ({reason})", GROUPS_LOST_RUNC if keep_groups else "")
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def node_facts(search_path: str = SEARCH_PATH) -> NodeFacts:

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import os
 
+from ..files import read_kernel_file as _read
+
 ROOT = "/sys/fs/cgroup"
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def own_paths(proc_cgroup: str) -> dict[str, str]:

@@ -151,7 +151,9 @@ c.JupyterHub.hub_connect_url = {self.hub_url!r}
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.JupyterHub.cleanup_servers = False
-c.JupyterHub.slow_spawn_timeout = 0  # a spawn request answers at once; progress follows
+# A spawn request answers at once (202) and progress follows, however fast the spawn is
+# (slow_spawn_timeout is a tornado setting, not a JupyterHub trait).
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{self.workdir}/jupyterhub_cookie_secret"
 c.JupyterHub.log_level = "DEBUG"

@@ -79,12 +79,30 @@ def _crash(user: str, job_ids: list[str]) -> None:
     shutil.rmtree(f"/run/user/{uid}")  # tmpfs after a reboot: gone
 
 
+def _slurm_seconds(key: str) -> int:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                         check=True)
+    for line in out.stdout.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return int(value.split()[0])
+    raise AssertionError(f"{key} not in scontrol show config")
+
+
 def test_sessions_end_with_the_node_and_the_next_one_starts_clean(cfg, cleanup):
     started = [bed.start(U1, cfg, cleanup)[0] for _ in range(2)]
     jobs = [s["job_id"] for s in started]
+    # A node that comes back tells slurmctld which jobs it still runs; slurmctld ends a missing
+    # batch job only when the job was last seen more than BatchStartTimeout + MessageTimeout
+    # ago (before that it might still be launching). A reboot takes minutes; ours takes as
+    # long as that window, so the node's return is what ends the jobs, as after maintenance.
+    down_for = _slurm_seconds("BatchStartTimeout") + min(10, _slurm_seconds("MessageTimeout")) + 2
     _stop_slurmd()
     try:
         _crash(U1, jobs)
+        crashed = time.monotonic()
+        bed.wait_for(lambda: time.monotonic() - crashed > down_for, down_for + 30,
+                     "the node's downtime", interval=1)
     finally:
         _start_slurmd()
     for job in jobs:

@@ -133,8 +133,11 @@ def _fail_exited(container) -> None:
 def conmon_pid(container) -> int:
     """The pid of the container's conmon (it records the exit, then exits itself)."""
     container.reload()
-    pid = int(container.attrs.get("State", {}).get("ConmonPid") or 0)
+    state = container.attrs.get("State", {})
+    pid = int(state.get("ConmonPid") or 0)
     if pid <= 0:
+        if state.get("Status") in ("exited", "stopped"):
+            _fail_exited(container)  # it ended before it could be followed: say why
         raise SessionFailure("Podman reports no conmon process for the container")
     return pid
 

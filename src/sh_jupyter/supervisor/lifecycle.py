@@ -294,14 +294,24 @@ class Supervisor:
                                    self.present, gpus)
             self.start_clock = time.monotonic()
             self.oom_baseline = cgroups.oom_kills()
+            ctr = _podman()
             try:
-                container = _podman().create_and_start(self.client, kwargs, cfg["image.store"],
-                                                       self.req.session_id, self.req.user)
+                container = ctr.create_and_start(self.client, kwargs, cfg["image.store"],
+                                                 self.req.session_id, self.req.user)
             except PortInUse:
                 tried.append(port)
                 say(f"port {port} was taken at start; trying another")
                 continue
-            self._follow(_podman().conmon_pid(container))
+            try:
+                self._follow(ctr.conmon_pid(container))  # it may have ended already
+            except PortInUse:  # JupyterLab itself could not bind, and has exited
+                with contextlib.suppress(Exception):  # best effort: it is being replaced
+                    container.remove(force=True)
+                tried.append(port)
+                say(f"JupyterLab could not bind port {port}; trying another")
+                continue
+            except ctr.ExitedEarly as early:
+                raise SessionFailure(self._early_reason(early)) from None
             return container, port
         raise SessionFailure(f"no free port: tried {tried} in "
                              f"{cfg['network.port_min']}-{cfg['network.port_max']}")
@@ -321,9 +331,12 @@ class Supervisor:
                                  self.start_clock + self.cfg["session.connection_timeout"],
                                  self.watch, self.signals)
         except ctr.ExitedEarly as early:
-            raise SessionFailure(exits.reason(self._with_oom(early.facts),
-                                              self.req.memory_gib, starting=True,
-                                              last_lines=early.last_lines)) from None
+            raise SessionFailure(self._early_reason(early)) from None
+
+    def _early_reason(self, early) -> str:
+        """Why JupyterLab ended before it answered: its exit, OOM and last output."""
+        return exits.reason(self._with_oom(early.facts), self.req.memory_gib, starting=True,
+                            last_lines=early.last_lines)
 
     def _with_oom(self, facts: exits.ExitFacts) -> exits.ExitFacts:
         """Podman's OOM record, or the job cgroup's when Podman cannot see one (cgroup v1)."""

@@ -63,6 +63,14 @@ async function main(hubUrl, user, screenshot) {
       await page.locator('.jp-LauncherCard[data-category="Notebook"]').first().click();
       const cell = page.locator('.jp-Notebook .jp-Cell .cm-content').first();
       await cell.waitFor({ state: 'visible', timeout: 60000 });
+      // A cell run before the notebook's kernel is connected is dropped, not queued: wait
+      // until the kernel says idle (the toolbar's indicator, or the status bar's text).
+      await page.waitForFunction(() => {
+        const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
+        if (ind && ind.getAttribute('data-status') === 'idle') return true;
+        return [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+          .some((e) => /\|\s*Idle$/.test(e.textContent.trim()));
+      }, null, { timeout: 90000 });
       await cell.click();
       await page.keyboard.type('print(6 * 7)');
       await page.keyboard.press('Shift+Enter');

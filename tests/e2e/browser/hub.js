@@ -20,6 +20,25 @@ const ARGS = [
   '--disable-quic',
 ];
 
+// A user with history: JupyterLab restores their saved workspace (notebooks open, perhaps
+// asking which kernel one of them should have) instead of showing a launcher. `act` answers
+// such a dialog as a user would, and retries `fn` (short timeouts) until `ms` have passed.
+async function act(page, what, fn, ms = 60000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const dialog = page.locator('.jp-Dialog .jp-mod-accept:visible');
+    if (await dialog.count()) {
+      await dialog.first().click();
+      continue;
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${err.message}`);
+    }
+  }
+}
+
 async function main(hubUrl, user, screenshot) {
   const password = process.env.HUB_PASSWORD || '';
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shj-chromium-'));
@@ -60,21 +79,26 @@ async function main(hubUrl, user, screenshot) {
     try {
       await page.locator('#main').waitFor({ state: 'visible', timeout: 60000 });
       out.shell = true;
-      await page.locator('.jp-LauncherCard[data-category="Notebook"]').first().click();
-      const cell = page.locator('.jp-Notebook .jp-Cell .cm-content').first();
-      await cell.waitFor({ state: 'visible', timeout: 60000 });
+      await page.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
+      await act(page, 'open a launcher', async () => {
+        await page.locator('.lm-MenuBar-itemLabel', { hasText: /^File$/ }).click({ timeout: 2000 });
+        await page.locator('.lm-Menu-itemLabel:visible', { hasText: /^New Launcher$/ })
+          .click({ timeout: 2000 });
+      });
+      await act(page, 'start a notebook', () => page
+        .locator('.jp-LauncherCard[data-category="Notebook"]:visible').first()
+        .click({ timeout: 2000 }));
+      const panel = '.jp-NotebookPanel:visible';
+      const cell = page.locator(`${panel} .jp-Cell .cm-content`).first();
       // A cell run before the notebook's kernel is connected is dropped, not queued: wait
-      // until the kernel says idle (the toolbar's indicator, or the status bar's text).
-      await page.waitForFunction(() => {
-        const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
-        if (ind && ind.getAttribute('data-status') === 'idle') return true;
-        return [...document.querySelectorAll('.jp-StatusBar-TextItem')]
-          .some((e) => /\|\s*Idle$/.test(e.textContent.trim()));
-      }, null, { timeout: 90000 });
+      // until this notebook's kernel says idle.
+      await act(page, 'the new notebook\'s kernel to be idle', () => page
+        .locator(`${panel} .jp-Notebook-ExecutionIndicator[data-status="idle"]`).first()
+        .waitFor({ state: 'attached', timeout: 2000 }), 90000);
       await cell.click();
       await page.keyboard.type('print(6 * 7)');
       await page.keyboard.press('Shift+Enter');
-      const output = page.locator('.jp-OutputArea-output').first();
+      const output = page.locator(`${panel} .jp-OutputArea-output`).first();
       await output.waitFor({ state: 'visible', timeout: 90000 });
       out.output = (await output.textContent()).trim();
     } finally {

@@ -56,6 +56,17 @@ def host_address() -> str:
     raise AssertionError(f"no global IPv4 address on this host:\n{out}")
 
 
+def connect_host(host: str) -> str:
+    """How the session's container reaches a hub on this very host. Under pasta (Podman 5) the
+    container carries the node's own address, so that address is the container itself; Podman
+    maps host.containers.internal to the host instead. slirp4netns reaches the host's address."""
+    from sh_jupyter.podman_args import pasta_installed
+    from sh_jupyter.spec import network_mode
+
+    mode = network_mode("auto", bed.versions()["PODMAN_VERSION"], pasta_installed(os.environ))
+    return "host.containers.internal" if mode == "pasta" else host
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -147,7 +158,7 @@ c.Authenticator.allowed_users = set({users!r})
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {self.public_port}
 c.JupyterHub.hub_bind_url = {self.hub_url!r}
-c.JupyterHub.hub_connect_url = {self.hub_url!r}
+c.JupyterHub.hub_connect_url = "http://{connect_host(self.host)}:{self.hub_port}"
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.JupyterHub.cleanup_servers = False

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bed
 
@@ -158,7 +159,8 @@ c.Authenticator.allowed_users = set({users!r})
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {self.public_port}
 c.JupyterHub.hub_bind_url = {self.hub_url!r}
-c.JupyterHub.hub_connect_url = "http://{connect_host(self.host)}:{self.hub_port}"
+c.JupyterHub.hub_connect_url = {self.hub_url!r}
+c.Spawner.hub_connect_url = "http://{connect_host(self.host)}:{self.hub_port}"  # from containers
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.JupyterHub.cleanup_servers = False
@@ -214,7 +216,13 @@ c.SHJupyterSpawner.http_timeout = 60
             with contextlib.suppress(OSError):
                 return http("GET", f"{self.url}/hub/api", timeout=5)[0] == 200
             return False
-        bed.wait_for(up, 90, "JupyterHub to answer through its proxy", interval=0.2)
+        try:
+            bed.wait_for(up, 90, "JupyterHub to answer through its proxy", interval=0.2)
+        except AssertionError as exc:
+            proxy_log = Path(self.workdir, "proxy.log")
+            tail = proxy_log.read_text(errors="replace")[-1500:] if proxy_log.exists() else ""
+            raise AssertionError(f"{exc}\nhub log:\n{self.log()[-3000:]}\nproxy log:\n{tail}") \
+                from None
 
     def stop_hub(self) -> None:
         """Stop the hub only (SIGTERM, as an admin's restart does); the proxy keeps routing."""

@@ -31,8 +31,18 @@ def _num(value: Any) -> int | None:
         return None
 
 
+# State flags that Slurm's job_state_string() (so squeue's %T) prints instead of the base state,
+# in its order: 23.02+ JSON gives the base state first and the flags after it.
+_SHOWN_FLAGS = ("COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED")
+
+
 def _state(value: Any) -> str:
+    """The state as squeue prints it: a job being cancelled whose epilog still runs is
+    COMPLETING (JSON: ["CANCELLED", "COMPLETING"]), not yet CANCELLED."""
     if isinstance(value, list):
+        for flag in _SHOWN_FLAGS:
+            if flag in value:
+                return flag
         return value[0] if value else "UNKNOWN"
     return str(value or "UNKNOWN")
 

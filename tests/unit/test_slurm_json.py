@@ -49,3 +49,13 @@ def test_finished_states():
         return JobInfo("1", "n", "u", s).finished
     assert not state("RUNNING") and not state("PENDING")
     assert state("COMPLETING") and state("CANCELLED") and state("TIMEOUT")
+
+
+def test_a_flag_shows_as_squeue_prints_it():
+    # 24.11: a cancelled job whose epilog still runs is ["CANCELLED", "COMPLETING"]; squeue's %T
+    # (Slurm's job_state_string) says COMPLETING, and so must we: its epilog is not done.
+    shapes = {("CANCELLED", "COMPLETING"): "COMPLETING", ("PENDING", "CONFIGURING"): "CONFIGURING",
+              ("RUNNING",): "RUNNING", (): "UNKNOWN"}
+    for given, shown in shapes.items():
+        doc = {"jobs": [{"job_id": 5, "name": "j", "user_name": "u", "job_state": list(given)}]}
+        assert parse_jobs(json.dumps(doc))[0].state == shown

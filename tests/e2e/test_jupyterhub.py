@@ -132,7 +132,11 @@ def test_log_in_start_the_server_and_run_a_cell_in_a_browser(hub, jobs):
     kernel_sockets = [s for s in result["sockets"]
                       if s.startswith(f"/user/{U1}/api/kernels/") and s.endswith("/channels")]
     assert kernel_sockets and not result["socketErrors"], result
-    assert prefixes(result["progress"]) == ["Queued", "Starting", "Running"], result
+    # The spawn page shows the progress events in order; it reloads into the server as soon as
+    # the last one arrives, so a fast spawn may leave too little time to see "Running" drawn
+    # (the REST test checks the whole event stream).
+    seen = prefixes(result["progress"])
+    assert seen and seen == ["Queued", "Starting", "Running"][:len(seen)], result
     bed.wait_for(lambda: not followers(U1), 10, "the spawner's user-side follower to end")
 
     # The hub keeps only the job and the session, and the job is the user's own session.

@@ -90,16 +90,20 @@ async function main(hubUrl, user, screenshot) {
         .click({ timeout: 2000 }));
       const panel = '.jp-NotebookPanel:visible';
       const cell = page.locator(`${panel} .jp-Cell .cm-content`).first();
-      // A cell run before the notebook's kernel is connected is dropped, not queued: wait
-      // until this notebook's kernel says idle.
+      // A cell run before the notebook's kernel is connected is dropped, not queued (the
+      // prompt stays "[ ]"): wait until the status bar says the kernel is idle, and run the
+      // cell again, as a user would, while JupyterLab dropped it.
       await act(page, 'the new notebook\'s kernel to be idle', () => page
-        .locator(`${panel} .jp-Notebook-ExecutionIndicator[data-status="idle"]`).first()
-        .waitFor({ state: 'attached', timeout: 2000 }), 90000);
+        .locator('.jp-StatusBar-TextItem', { hasText: /\|\s*Idle$/ }).first()
+        .waitFor({ state: 'visible', timeout: 2000 }), 90000);
       await cell.click();
       await page.keyboard.type('print(6 * 7)');
-      await page.keyboard.press('Shift+Enter');
       const output = page.locator(`${panel} .jp-OutputArea-output`).first();
-      await output.waitFor({ state: 'visible', timeout: 90000 });
+      await act(page, 'the cell\'s output', async () => {
+        await cell.click();
+        await page.keyboard.press('Shift+Enter');
+        await output.waitFor({ state: 'visible', timeout: 10000 });
+      }, 90000);
       out.output = (await output.textContent()).trim();
     } finally {
       out.url = page.url();

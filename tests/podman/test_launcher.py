@@ -312,7 +312,9 @@ def test_a_running_session_holds_no_api_service_and_outlives_the_api_timeout(ses
     no socket, no log of it; health checks go on past the API timeout; the end is clean."""
     s = session(config_text(podman__api_timeout="5"))
     conn = s.wait_ready()
-    assert _api_service_pids(s) == [] and _session_files(s) == []
+    # Running is recorded first; the service is stopped (and its socket and log removed) next.
+    bed.wait_for(lambda: _api_service_pids(s) == [] and _session_files(s) == [], 15,
+                 "the API service, its socket and its log to be gone while the session runs")
     ready = bed.iso_time(s.status()["ready_at"])
     bed.wait_for(lambda: s.status().get("checked_at")
                  and bed.iso_time(s.status()["checked_at"]) >= ready + 10, 30,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import time
 
 import benchlib as bl
@@ -43,12 +42,8 @@ def run_floor(config: str, series: Series) -> None:
         series.add(sub.done_at - sub.t0)
     else:
         series.fail(sub.error())
-    if sub.job_id:
-        subprocess.run(["scancel", sub.job_id], check=False)
-        bl.wait_job_end(sub.job_id, 120)
-        bl.CLEANUP.jobs.remove(sub.job_id)
-    if sub.session_dir:
-        bl.CLEANUP.paths.append(sub.session_dir)
+    sub.cancel()
+    sub.forget()
 
 
 def run_hub(hub: hub_bed.Hub, ready: Series, routed: Series, stop: Series) -> None:

@@ -68,6 +68,18 @@ class Submission:
         self.session_dir = ""
         bl.CLEANUP.first.append(self.cut_off)
 
+    def cancel(self) -> None:
+        """scancel the job (if it got one) and wait until Slurm has ended it."""
+        if self.job_id:
+            subprocess.run(["scancel", self.job_id], check=False)
+            bl.wait_job_end(self.job_id, 120)
+            bl.CLEANUP.jobs.remove(self.job_id)
+
+    def forget(self) -> None:
+        """Leave the session directory to the final cleanup."""
+        if self.session_dir:
+            bl.CLEANUP.paths.append(self.session_dir)
+
     def cut_off(self) -> None:
         """On an interrupted benchmark: stop following, but learn the job id to cancel it."""
         if self.proc.poll() is None:
@@ -173,12 +185,8 @@ def run_submit(config: str, ready: Series, conn: Series, gone: Series, ended: Se
         cancel_and_time(sub, gone, ended, by_sup)
     else:
         ready.fail(sub.error())
-        if sub.job_id:
-            subprocess.run(["scancel", sub.job_id], check=False)
-            bl.wait_job_end(sub.job_id, 120)
-            bl.CLEANUP.jobs.remove(sub.job_id)
-    if sub.session_dir:
-        bl.CLEANUP.paths.append(sub.session_dir)
+        sub.cancel()
+    sub.forget()
 
 
 def run_local(config: str, series: Series) -> None:

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..files import read_kernel_file
 from ..progress import say
+from ..supervisor.cgroups import own_paths
 from . import cdi
 from .mapping import (
     Assignment,
@@ -93,38 +95,28 @@ def host_node(spec: cdi.SpecNode) -> Node:
     return Node(spec.path, ident)
 
 
+def _devices_cgroup() -> str | None:
+    """This process's cgroup v1 devices path (None on cgroup v2, or when unreadable)."""
+    return own_paths(read_kernel_file("/proc/self/cgroup") or "").get("devices")
+
+
 def device_rules() -> tuple[str, ...] | None:
     """The job's cgroup v1 devices.list when it lists what is allowed (deny by default)."""
-    try:
-        with open("/proc/self/cgroup", encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
+    path = _devices_cgroup()
+    if path is None:
         return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "devices" in controllers.split(","):
-            try:
-                with open(f"/sys/fs/cgroup/devices{path}/devices.list", encoding="utf-8") as fh:
-                    rules = tuple(r.strip() for r in fh if r.strip())
-            except OSError:
-                return None
-            return None if rules == ("a *:* rwm",) else rules
-    return None
+    text = read_kernel_file(f"/sys/fs/cgroup/devices{path}/devices.list")
+    if text is None:
+        return None
+    rules = tuple(r.strip() for r in text.splitlines() if r.strip())
+    return None if rules == ("a *:* rwm",) else rules
 
 
 def confined() -> bool | None:
     """Is this process in a Slurm job's own devices cgroup (cgroup v1, ConstrainDevices=yes)?
     None on cgroup v2, where a job's cgroup exists whether or not devices are constrained."""
-    try:
-        with open("/proc/self/cgroup", encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "devices" in controllers.split(","):
-            return "/job_" in path
-    return None
+    path = _devices_cgroup()
+    return None if path is None else "/job_" in path
 
 
 def denied(paths: Mapping[NodeId, str]) -> frozenset[NodeId]:

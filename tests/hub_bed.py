@@ -95,8 +95,9 @@ def answers(url: str, token: str = "") -> bool:
 
 
 SHIM = """#!/bin/sh
-# squeue as the hub sees it: the real one, except that it fails once after the test creates
-# {flag} (a scheduler that errors once); every call is counted in {calls}.
+# squeue as the hub sees it: the real one, except that a job-state query fails once after the
+# test creates {flag} (a scheduler that errors once); every such query is counted in {calls}.
+case " $* " in *" --version "*) exec /usr/bin/squeue "$@" ;; esac  # a state query fails, not this
 echo x >> {calls}
 if rm {flag} 2>/dev/null; then
     echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2

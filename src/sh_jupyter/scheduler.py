@@ -11,7 +11,6 @@ raises SchedulerError ("unknown"), never reports a job as gone.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -63,15 +62,23 @@ def squeue_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-@functools.cache
+_VERSION: list[tuple[int, int, int]] = []  # the answer, once squeue gave one
+
+
 def squeue_version() -> tuple[int, int, int] | None:
     """The installed squeue's version, asked once per process (a few ms); None when unknown
-    (then the text form, which every version understands, is used)."""
+    (then the text form, which every version understands, is used). A failed probe is asked
+    again next time: one transient failure must not pin a long-running hub to the text form."""
+    if _VERSION:
+        return _VERSION[0]
     try:
         out = _run(["squeue", "--version"], error=SchedulerError)
     except SchedulerError:
         return None
-    return squeue.parse_version(out.stdout) if out.returncode == 0 else None
+    version = squeue.parse_version(out.stdout) if out.returncode == 0 else None
+    if version is not None:
+        _VERSION.append(version)
+    return version
 
 
 class SlurmCLI:

@@ -34,7 +34,7 @@ from .files import read_text
 from .scheduler import Scheduler, get_scheduler
 from .session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id, lab_url
 from .slurm_jobs import JobInfo, JobView, Unknown
-from .submit import Submitted, current_card, follow, load_status, sessions_root
+from .submit import Submitted, current_card, follow, load_status, needs_scheduler, sessions_root
 from .submit import connection as read_connection
 from .submit import submit as submit_job
 from .supervisor.entry import run
@@ -216,15 +216,9 @@ def card(session: SessionArg, config: ConfigArg = None,
     return cast(Card, current_card(session_dir, scheduler or _scheduler_for(session_dir)))
 
 
-def _needs_scheduler(status: Status) -> bool:
-    """A finished session's card comes from its status file alone."""
-    return status.phase != "Completed" and bool(status.job_id) \
-        and status.job_id != LOCAL_JOB_ID
-
-
 def _listed(status: Status, jobs: dict[str, JobInfo] | None, error: str) -> JobView:
     """The job's view from the user's one squeue (None for `jobs`: that squeue failed)."""
-    if not _needs_scheduler(status):
+    if not needs_scheduler(status):
         return Unknown()
     if jobs is None:
         return Unknown(error)
@@ -250,7 +244,7 @@ def sessions(config: ConfigArg = None, scheduler: Scheduler | None = None) -> li
             continue
     jobs: dict[str, JobInfo] | None = {}
     error = ""
-    if any(_needs_scheduler(s) for s in statuses):
+    if any(needs_scheduler(s) for s in statuses):
         try:
             jobs = {j.job_id: j for j in (scheduler or get_scheduler()).jobs(str(me.pw_uid))}
         except SchedulerError as exc:
@@ -329,4 +323,4 @@ def cancel(session: SessionArg, config: ConfigArg = None,
 
 # -- supervisor side -------------------------------------------------------------------------
 
-# `run` lives in runner.py, light to import: it is on the path to Connect.
+# `run` lives in supervisor/entry.py, light to import: it is on the path to Connect.

@@ -127,11 +127,18 @@ def job_view(scheduler: Scheduler, job_id: str) -> JobView:
         return Unknown(str(exc))
 
 
+def needs_scheduler(status: Status) -> bool:
+    """Only a session with a Slurm job that has not finished needs Slurm's view; a finished
+    session's card comes from its status file alone."""
+    return status.phase != "Completed" and bool(status.job_id) \
+        and status.job_id != LOCAL_JOB_ID
+
+
 def current_card(session_dir: str, scheduler: Scheduler) -> dict:
     """The card now: the status file merged with the scheduler's view of the job (one
     single-job squeue; none for a finished session, whose status file says it all)."""
     status = load_status(session_dir)
-    view = job_view(scheduler, status.job_id) if status.phase != "Completed" else Unknown()
+    view = job_view(scheduler, status.job_id) if needs_scheduler(status) else Unknown()
     return card(status, view, time.time())
 
 

@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from sh_jupyter.doctor import slurm_config
+
 import bed
 
 U1 = bed.USERS[0]
@@ -82,11 +84,7 @@ def _crash(user: str, job_ids: list[str]) -> None:
 def _slurm_seconds(key: str) -> int:
     out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
                          check=True)
-    for line in out.stdout.splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == key:
-            return int(value.split()[0])
-    raise AssertionError(f"{key} not in scontrol show config")
+    return int(slurm_config(out.stdout)[key].split()[0])  # "10 sec"
 
 
 def test_sessions_end_with_the_node_and_the_next_one_starts_clean(cfg, cleanup):

@@ -305,16 +305,21 @@ class Supervisor:
             try:
                 self._follow(ctr.conmon_pid(container))  # it may have ended already
             except PortInUse:  # JupyterLab itself could not bind, and has exited
-                with contextlib.suppress(Exception):  # best effort: it is being replaced
-                    container.remove(force=True)
+                self._discard_unbound(container, port)
                 tried.append(port)
-                say(f"JupyterLab could not bind port {port}; trying another")
                 continue
             except ctr.ExitedEarly as early:
                 raise SessionFailure(self._early_reason(early)) from None
             return container, port
         raise SessionFailure(f"no free port: tried {tried} in "
                              f"{cfg['network.port_min']}-{cfg['network.port_max']}")
+
+    @staticmethod
+    def _discard_unbound(container, port: int) -> None:
+        """JupyterLab itself could not bind `port`: remove its container to try another."""
+        with contextlib.suppress(Exception):  # best effort: it is being replaced
+            container.remove(force=True)
+        say(f"JupyterLab could not bind port {port}; trying another")
 
     def _follow(self, pid: int) -> None:
         """Follow the container through this process (conmon, or its init if conmon died)."""
@@ -352,9 +357,7 @@ class Supervisor:
         try:
             self._ready(container, port, secret)
         except PortInUse:
-            with contextlib.suppress(Exception):  # best effort: it is being replaced
-                container.remove(force=True)
-            say(f"JupyterLab could not bind port {port}; trying another")
+            self._discard_unbound(container, port)
             container, port = self._launch(secret)
             self._save(replace(self.status, port=port, base_url=self._base(port)))
             self._ready(container, port, secret)

@@ -56,15 +56,15 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
                    extra: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[list[str], str]:
     """`podman run -d` options for the container sh-jupyter would create, and its scratch dir.
 
-    Built from sh_jupyter.spec.create_kwargs so the floor runs the same container (minus the
-    session's labels' meaning): every field is translated; one the translation does not know
-    is reported, never silently dropped. A variant may add `podman run` options (`extra`,
+    Built from sh_jupyter.container.spec.create_kwargs so the floor runs the same container
+    (minus the session's labels' meaning): every field is translated; one the translation does
+    not know is reported, never silently dropped. A variant may add `podman run` options (`extra`,
     before the image) and JupyterLab options (`args`, after the launcher's own).
     """
     from sh_jupyter import config as config_mod
-    from sh_jupyter.podman_args import pasta_installed
-    from sh_jupyter.spec import SessionFacts, create_kwargs, host_mounts
-    from sh_jupyter.templates import TemplateContext
+    from sh_jupyter.container.podman_args import pasta_installed
+    from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts
+    from sh_jupyter.paths import TemplateContext
 
     cfg = config_mod.load(config)
     choice = runtime_of(config)
@@ -127,7 +127,7 @@ def runtime_of(config: str):
     """The OCI runtime the supervisor would choose for this config on this node (its
     `podman.runtime` setting and the node's facts), so a floor runs under the same one."""
     from sh_jupyter import config as config_mod
-    from sh_jupyter import oci_runtime
+    from sh_jupyter.container import oci_runtime
 
     cfg = config_mod.load(config)
     return oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],

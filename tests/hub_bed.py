@@ -61,8 +61,8 @@ def connect_host(host: str) -> str:
     """How the session's container reaches a hub on this very host. Under pasta (Podman 5) the
     container carries the node's own address, so that address is the container itself; Podman
     maps host.containers.internal to the host instead. slirp4netns reaches the host's address."""
-    from sh_jupyter.podman_args import pasta_installed
-    from sh_jupyter.spec import network_mode
+    from sh_jupyter.container.podman_args import pasta_installed
+    from sh_jupyter.container.spec import network_mode
 
     mode = network_mode("auto", bed.versions()["PODMAN_VERSION"], pasta_installed(os.environ))
     return "host.containers.internal" if mode == "pasta" else host

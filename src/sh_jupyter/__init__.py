@@ -7,7 +7,7 @@ package stays as cheap as the Slurm prolog and epilog need it to be.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sh_jupyter._version import __version__
 
 __all__ = ["REQUEST_KEYS", "Card", "Connection", "Session", "SessionFailure", "UsageError",
            "__version__", "cancel", "card", "connection", "find", "request_from_json", "run",
@@ -18,7 +18,7 @@ _API = frozenset(__all__) - {"__version__"}
 def __getattr__(name: str):
     """The API's names, imported on first use (PEP 562)."""
     if name in _API:
-        from . import api
+        from sh_jupyter import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'sh_jupyter' has no attribute {name!r}")

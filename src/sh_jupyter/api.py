@@ -24,21 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict, Union, cast
 
-from . import config as config_mod
-from . import launch as launch_mod
-from . import request as request_mod
-from .card import card as card_of
-from .config import Config
-from .errors import SchedulerError, SessionFailure, UsageError
-from .files import read_text
-from .scheduler import Scheduler, get_scheduler
-from .session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id, lab_url
-from .slurm_jobs import JobInfo, JobView, Unknown
-from .submit import Submitted, current_card, follow, load_status, needs_scheduler, sessions_root
-from .submit import connection as read_connection
-from .submit import submit as submit_job
-from .supervisor.entry import run
-from .users import current_user, session_user
+from sh_jupyter import config as config_mod
+from sh_jupyter import launch as launch_mod
+from sh_jupyter.config import Config
+from sh_jupyter.errors import SchedulerUnavailable, SessionFailure, UsageError
+from sh_jupyter.files import read_text
+from sh_jupyter.session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id, lab_url
+from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
+from sh_jupyter.slurm.scheduler import Scheduler, get_scheduler
+from sh_jupyter.submitter import card as job_card
+from sh_jupyter.submitter import request as request_mod
+from sh_jupyter.submitter import submission, tracking
+from sh_jupyter.submitter.submission import Submitted, sessions_root
+from sh_jupyter.submitter.tracking import load_status, needs_scheduler
+from sh_jupyter.supervisor.entry import run
+from sh_jupyter.users import current_user, session_user
 
 __all__ = [
     "REQUEST_KEYS",
@@ -166,7 +166,7 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     options = launch_mod.validate(command, base_url, auth)
     env = launch_mod.check_env(environment or {})
     me = session_user()
-    return submit_job(cfg, req, scheduler or get_scheduler(req.cluster), me.pw_name,
+    return submission.submit(cfg, req, scheduler or get_scheduler(req.cluster), me.pw_name,
                       me.pw_dir, me.pw_uid, launch=options, environment=env)
 
 
@@ -213,7 +213,7 @@ def card(session: SessionArg, config: ConfigArg = None,
          scheduler: Scheduler | None = None) -> Card:
     """The session's card now: its status file merged with the scheduler's view of the job."""
     session_dir = _dir_of(session, config)
-    return cast(Card, current_card(session_dir, scheduler or _scheduler_for(session_dir)))
+    return cast(Card, tracking.current_card(session_dir, scheduler or _scheduler_for(session_dir)))
 
 
 def _listed(status: Status, jobs: dict[str, JobInfo] | None, error: str) -> JobView:
@@ -247,10 +247,10 @@ def sessions(config: ConfigArg = None, scheduler: Scheduler | None = None) -> li
     if any(needs_scheduler(s) for s in statuses):
         try:
             jobs = {j.job_id: j for j in (scheduler or get_scheduler()).jobs(str(me.pw_uid))}
-        except SchedulerError as exc:
+        except SchedulerUnavailable as exc:
             jobs, error = None, str(exc)
     now = time.time()
-    cards = [card_of(s, _listed(s, jobs, error), now) for s in statuses]
+    cards = [job_card.build(s, _listed(s, jobs, error), now) for s in statuses]
     cards.sort(key=lambda c: c["created_at"], reverse=True)
     return cast(list[Card], cards)
 
@@ -263,7 +263,7 @@ def _recorded(status) -> Card:
         job = JobInfo(status.job_id, "", "", "PENDING")
     else:
         job = JobInfo(status.job_id, "", "", "RUNNING", node=status.host)
-    return cast(Card, card_of(status, job, time.time()))
+    return cast(Card, job_card.build(status, job, time.time()))
 
 
 def wait(session: SessionArg, on_change: Callable[[Card], None] | None = None, *,
@@ -279,8 +279,9 @@ def wait(session: SessionArg, on_change: Callable[[Card], None] | None = None, *
     session_dir = _dir_of(session, config)
     emit = on_change or (lambda _card: None)
     if ask_scheduler:
-        return cast(Card, follow(session_dir, scheduler or _scheduler_for(session_dir), emit,
-                                 user=str(current_user().pw_uid)))
+        sched = scheduler or _scheduler_for(session_dir)
+        return cast(Card, tracking.follow(session_dir, sched, emit,
+                                          user=str(current_user().pw_uid)))
     last: tuple = ()
     while True:
         now = _recorded(load_status(session_dir))
@@ -299,7 +300,7 @@ def connection(session: SessionArg, config: ConfigArg = None) -> Connection:
     The password is the session's secret (with auth "launcher" the server does not use it).
     """
     session_dir = _dir_of(session, config)
-    conn = read_connection(session_dir)
+    conn = tracking.connection(session_dir)
     return Connection(str(conn["host"]), int(conn["port"]), load_status(session_dir).base_url,
                       str(conn["password"]))
 

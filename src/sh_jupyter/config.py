@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import os
 import posixpath
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .durations import format_walltime, parse_walltime
-from .errors import UsageError
-from .gpu.cdi import valid_kind
-from .templates import check_path_template
+from sh_jupyter.durations import format_walltime, parse_walltime
+from sh_jupyter.errors import UsageError
+from sh_jupyter.paths import check_path_template
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,8 +111,18 @@ def _gpu_variables(v: list[str]) -> str | None:
     return f"cannot set {bad}: not a variable name, or set by sh-jupyter itself" if bad else None
 
 
+_CDI_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_CDI_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?$")
+
+
+def valid_cdi_kind(kind: str) -> bool:
+    """A CDI kind, VENDOR/CLASS as the CDI specification spells them (e.g. nvidia.com/gpu)."""
+    vendor, slash, cls = kind.partition("/")
+    return bool(slash and _CDI_VENDOR.match(vendor) and _CDI_CLASS.match(cls))
+
+
 def _cdi_kind(v: str) -> str | None:
-    return None if valid_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
+    return None if valid_cdi_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
 
 
 def _abs_paths(v: list[str]) -> str | None:

@@ -12,7 +12,7 @@ import os
 import stat
 import tempfile
 
-from .errors import SessionFailure
+from sh_jupyter.errors import SessionFailure
 
 
 def write_private(path: str, text: str) -> None:

@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .config import OWN_ENV, check_base_url
-from .errors import SessionFailure, UsageError
-from .files import write_private
+from sh_jupyter.config import OWN_ENV, check_base_url
+from sh_jupyter.errors import SessionFailure, UsageError
+from sh_jupyter.files import write_private
 
 ENV_FILE = "launch-env.json"
 AUTH_MODES = ("token", "launcher")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from .errors import UsageError
+from sh_jupyter.errors import UsageError
 
 
 def current_user() -> pwd.struct_passwd:

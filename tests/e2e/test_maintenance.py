@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from sh_jupyter.doctor import slurm_config
+from sh_jupyter.slurm import config as slurm_config
 
 import bed
 
@@ -84,7 +84,7 @@ def _crash(user: str, job_ids: list[str]) -> None:
 def _slurm_seconds(key: str) -> int:
     out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
                          check=True)
-    return int(slurm_config(out.stdout)[key].split()[0])  # "10 sec"
+    return int(slurm_config.parse(out.stdout)[key].split()[0])  # "10 sec"
 
 
 def test_sessions_end_with_the_node_and_the_next_one_starts_clean(cfg, cleanup):

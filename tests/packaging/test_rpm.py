@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_RPM = ROOT / "packaging" / "rpm" / "build-rpm"
 SPEC = ROOT / "packaging" / "rpm" / "sh-jupyter.spec"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-VERSION = PYPROJECT["project"]["version"]
+VERSION = re.search(r'^__version__ = "(.+)"$', (ROOT / "src/sh_jupyter/_version.py").read_text(
+    encoding="utf-8"), re.M).group(1)
 SCRIPTS = PYPROJECT["project"]["scripts"]
 ENTRY_POINTS = {"console_scripts": SCRIPTS, **PYPROJECT["project"].get("entry-points", {})}
 
@@ -113,7 +114,7 @@ def test_spec_version_is_pyproject_version():
 
 def test_file_list_has_everything(files: list[str], sitelib: str):
     modules = _repo_files("src/sh_jupyter")
-    assert "py.typed" in modules and "hooks.py" in modules
+    assert "py.typed" in modules and "node/entry.py" in modules
     expected = [f"{sitelib}/sh_jupyter/{m}" for m in modules]
     expected += [f"{sitelib}/sh_jupyter-{VERSION}.dist-info/{m}"
                  for m in ("METADATA", "entry_points.txt", "top_level.txt", "INSTALLER")]
@@ -223,7 +224,7 @@ def test_wrappers_use_the_rpm_paths(payload: Path, source: str, installed: str, 
 def test_hooks_run_isolated_with_the_system_python(payload: Path):
     for hook in ("prolog", "epilog"):
         text = _in(payload, f"{LIBEXEC}/{hook}").read_text(encoding="utf-8")
-        assert f'exec "{RPM_PYTHON}" -I -m sh_jupyter.hooks {hook}' in text
+        assert f'exec "{RPM_PYTHON}" -I -m sh_jupyter.node {hook}' in text
 
 
 def test_library_and_image_files_are_the_repository_ones(payload: Path, sitelib: str):

@@ -18,7 +18,7 @@ from sh_jupyter import api, cli, config, users
 from sh_jupyter.errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
 from sh_jupyter.launch import ENV_FILE, LaunchOptions
 from sh_jupyter.session import Status
-from sh_jupyter.slurm_json import JobInfo
+from sh_jupyter.slurm.squeue_json import JobInfo
 from sh_jupyter.supervisor import entry as runner
 from sh_jupyter.supervisor import lifecycle as supervisor
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sh_jupyter.card import card, render
+from sh_jupyter.cli.render import render
 from sh_jupyter.session import Status
-from sh_jupyter.slurm_jobs import JobInfo, Unknown
+from sh_jupyter.slurm.jobs import JobInfo, Unknown
+from sh_jupyter.submitter.card import build as card
 
 NOW = 1_000_000
 

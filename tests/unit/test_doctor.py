@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import os
 
-from sh_jupyter.doctor import (
-    ERROR,
-    OK,
-    WARN,
-    Finding,
-    fs_type,
-    render,
-    slurm_config,
-    subid_range,
-    worst,
-)
-from sh_jupyter.gpu.doctor import world_readable
+from sh_jupyter.doctor.gpu import world_readable
+from sh_jupyter.doctor.node import fs_type, subid_range
+from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding, render, worst
+from sh_jupyter.slurm.config import parse as slurm_config
 
 MOUNTS = """\
 /dev/vda / ext4 rw 0 0

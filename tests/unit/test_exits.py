@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sh_jupyter.activity import idle_seconds, parse_time
-from sh_jupyter.exits import ExitFacts, reason
+from sh_jupyter.container.cgroups import oom_kill_count, own_paths
+from sh_jupyter.container.exits import ExitFacts, reason
 from sh_jupyter.session import REASON_MAX, Status, one_line
-from sh_jupyter.supervisor.cgroups import oom_kill_count, own_paths
+from sh_jupyter.supervisor.activity import idle_seconds, parse_time
 
 
 def test_oom_is_said_only_when_recorded():

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from sh_jupyter.errors import SchedulerError
+from sh_jupyter.errors import SchedulerUnavailable
 from sh_jupyter.session import STATUS_FILE, Status
-from sh_jupyter.slurm_jobs import JobInfo
-from sh_jupyter.submit import follow
+from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.submitter.tracking import follow
 
 
 class Slurm:
@@ -23,7 +23,7 @@ class Slurm:
     def states(self, job_ids, user=None):
         self.calls += 1
         if self.fail:
-            raise SchedulerError(self.fail)
+            raise SchedulerUnavailable(self.fail)
         return {i: JobInfo(i, "jupyter_app", "u", self.state) if self.state else None
                 for i in job_ids}
 
@@ -73,6 +73,6 @@ def test_the_scheduler_is_asked_far_less_often_than_the_file_is_read(tmp_path):
 
 def test_gives_up_after_a_long_failure(tmp_path):
     write(str(tmp_path), "Queued")
-    with pytest.raises(SchedulerError, match="has not answered for 0 s"):
+    with pytest.raises(SchedulerUnavailable, match="has not answered for 0 s"):
         follow(str(tmp_path), Slurm(fail="down"), lambda f: None, tick=0.02,
                give_up_after=0.1)

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.spawner import SpawnException
 
-from sh_jupyter.errors import SchedulerError
+from sh_jupyter.errors import SchedulerUnavailable
 from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
-from sh_jupyter.slurm_json import JobInfo
+from sh_jupyter.slurm.squeue_json import JobInfo
 
 TOKEN = "hub-api-token-4fJq9x"
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
@@ -180,7 +180,7 @@ def test_poll_never_raises(spawner, script, monkeypatch):
 def test_the_shared_poller_reads_a_failing_squeue_as_unknown():
     class Failing:
         def states(self, job_ids, user=None):
-            raise SchedulerError("squeue failed: Unable to contact slurm controller")
+            raise SchedulerUnavailable("squeue failed: Unable to contact slurm controller")
     watcher = jobs.JobStates(Failing())
     watcher.watch("1", "alice")
     view = watcher.view("1")

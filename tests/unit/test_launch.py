@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from sh_jupyter import config
+from sh_jupyter.container.spec import SessionFacts, environment, jupyter_command
 from sh_jupyter.errors import SessionFailure, UsageError
 from sh_jupyter.launch import (
     ENV_FILE,
@@ -19,8 +20,7 @@ from sh_jupyter.launch import (
     validate,
     write_env,
 )
-from sh_jupyter.spec import SessionFacts, environment, jupyter_command
-from sh_jupyter.templates import TemplateContext
+from sh_jupyter.paths import TemplateContext
 
 
 def test_defaults_change_nothing_and_round_trip():

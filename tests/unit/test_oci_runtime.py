@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sh_jupyter.errors import SessionFailure
-from sh_jupyter.oci_runtime import (
+from sh_jupyter.container.oci_runtime import (
     GROUPS_LOST_OFF,
     GROUPS_LOST_RUNC,
     NodeFacts,
@@ -13,6 +12,7 @@ from sh_jupyter.oci_runtime import (
     choose,
     crun_refusal,
 )
+from sh_jupyter.errors import SessionFailure
 
 BOTH_V1 = NodeFacts(crun="/usr/bin/crun", runc="/usr/bin/runc", cgroup="v1")
 HYBRID = NodeFacts(crun="/usr/bin/crun", runc="/usr/bin/runc", cgroup="hybrid")

@@ -6,8 +6,8 @@ import pytest
 
 from sh_jupyter import config
 from sh_jupyter.errors import UsageError
-from sh_jupyter.request import validate
-from sh_jupyter.submit import sbatch_options
+from sh_jupyter.submitter.request import validate
+from sh_jupyter.submitter.submission import sbatch_options
 
 CFG = config.parse("[limits]\nmax_cpus = 8\nmax_memory_gib = 32\nmax_gpus = 2\n")
 

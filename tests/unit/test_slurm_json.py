@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sh_jupyter.slurm_json import JobInfo, parse_jobs
+from sh_jupyter.slurm.squeue_json import JobInfo, parse_jobs
 
 V2205 = {"jobs": [
     {"job_id": 7, "name": "jupyter_app", "user_name": "alice", "job_state": "RUNNING",

@@ -8,10 +8,8 @@ import pytest
 
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
-from sh_jupyter.errors import UsageError
-from sh_jupyter.gpu.mapping import Assignment, container_environment
-from sh_jupyter.session import resolve_base_url
-from sh_jupyter.spec import (
+from sh_jupyter.container.gpus import Assignment, container_environment
+from sh_jupyter.container.spec import (
     LABEL_JOB,
     LABEL_SESSION,
     LABEL_USER,
@@ -24,7 +22,9 @@ from sh_jupyter.spec import (
     jupyter_command,
     podman_major,
 )
-from sh_jupyter.templates import TemplateContext
+from sh_jupyter.errors import UsageError
+from sh_jupyter.paths import TemplateContext
+from sh_jupyter.session import resolve_base_url
 
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
 SECRET = "Zq3-very_secret-token-value-0123456789abcdef"

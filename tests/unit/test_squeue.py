@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-from sh_jupyter import slurm_text, squeue
-from sh_jupyter.errors import SchedulerError, SessionFailure
-from sh_jupyter.slurm_jobs import JobInfo
-from sh_jupyter.slurm_json import parse_jobs
+from sh_jupyter.errors import SchedulerUnavailable, SessionFailure
+from sh_jupyter.slurm import squeue
+from sh_jupyter.slurm import squeue_text as slurm_text
+from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.slurm.squeue_json import parse_jobs
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 V2205, V2302, V2405, V2411 = (22, 5, 8), (23, 2, 0), (24, 5, 0), (24, 11, 3)
@@ -149,16 +150,16 @@ def test_missing_ids_of_a_successful_answer_are_gone():
 ])
 def test_anything_else_is_unknown_never_gone(ids, user, code, out, err):
     q = squeue.plan(V2205, ids, user=user)
-    with pytest.raises(SchedulerError) as exc:
+    with pytest.raises(SchedulerUnavailable) as exc:
         squeue.read(q, code, out, err)
-    assert isinstance(exc.value, SessionFailure)  # callers that only know SessionFailure
+    assert not isinstance(exc.value, SessionFailure)  # "unknown" is not a kind of "failed"
 
 
 def test_json_answers_with_errors_or_broken_json_are_unknown():
     q = squeue.plan(V2411, ["43"])
-    with pytest.raises(SchedulerError):
+    with pytest.raises(SchedulerUnavailable):
         squeue.read(q, 0, '{"jobs": [], "errors": [{"error": "boom"}]}', "")
-    with pytest.raises(SchedulerError):
+    with pytest.raises(SchedulerUnavailable):
         squeue.read(q, 0, '{"jobs": [', "")
     assert [j.state for j in squeue.read(q, 0, data("squeue-24.11-schema.json"), "")] == \
         ["RUNNING"]
@@ -169,7 +170,7 @@ def test_2411_unknown_user_is_unknown_too():
     q = squeue.plan(V2411, user="nosuchuser")
     empty = ('{"jobs": [], "errors": [], "warnings": [{"description": "Zero jobs to dump", '
              '"source": ""}]}')
-    with pytest.raises(SchedulerError):
+    with pytest.raises(SchedulerUnavailable):
         squeue.read(q, 0, empty, NO_USER)
     assert squeue.read(squeue.plan(V2411, ["999999"]), 1, "", NO_JOB) == []
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from sh_jupyter.templates import (
+from sh_jupyter.paths import (
     PLACEHOLDERS,
     TemplateContext,
     check_path_template,

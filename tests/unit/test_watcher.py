@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from sh_jupyter.errors import SchedulerError
-from sh_jupyter.slurm_jobs import JobInfo, Unknown
-from sh_jupyter.watcher import Backoff, JobWatcher
+from sh_jupyter.errors import SchedulerUnavailable
+from sh_jupyter.slurm.jobs import JobInfo, Unknown
+from sh_jupyter.slurm.watcher import Backoff, JobWatcher
 
 
 class Clock:
@@ -37,7 +37,7 @@ class FakeSlurm:
         if self.delay:
             time.sleep(self.delay)
         if self.fail:
-            raise SchedulerError(self.fail)
+            raise SchedulerUnavailable(self.fail)
         return {i: self.queue.get(i) for i in job_ids}
 
 

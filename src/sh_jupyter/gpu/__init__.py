@@ -6,7 +6,8 @@ Slurm and the node say and is what the supervisor calls (`for_job`).
 
 from __future__ import annotations
 
-from .host import allocated_count, for_job
-from .mapping import Assignment, GpuMismatch
+from sh_jupyter.container.gpus import Assignment
+from sh_jupyter.gpu.host import allocated_count, for_job
+from sh_jupyter.gpu.mapping import GpuMismatch
 
 __all__ = ["Assignment", "GpuMismatch", "allocated_count", "for_job"]

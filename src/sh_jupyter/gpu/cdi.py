@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SessionFailure
+from sh_jupyter.config import valid_cdi_kind as valid_kind
+from sh_jupyter.errors import SessionFailure
 
 DEFAULT_DIRS = ("/etc/cdi", "/var/run/cdi")  # what every Podman reads; before 5.5 only these
 SUFFIXES = (".json", ".yaml")
@@ -32,8 +33,6 @@ _EDIT_KEYS = {"env", "deviceNodes", "hooks", "mounts", "intelRdt", "additionalGi
               "netDevices"}
 _NODE_KEYS = {"path", "hostPath", "type", "major", "minor", "fileMode", "permissions", "uid",
               "gid"}
-_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?$")
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$")
 
 
@@ -69,11 +68,6 @@ class Spec:
     kind: str
     devices: tuple[SpecDevice, ...] = ()
     common_nodes: tuple[SpecNode, ...] = ()  # spec-level edits: injected with every device
-
-
-def valid_kind(kind: str) -> bool:
-    vendor, slash, cls = kind.partition("/")
-    return bool(slash and _VENDOR.match(vendor) and _CLASS.match(cls))
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

@@ -14,16 +14,15 @@ import errno
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..files import read_kernel_file
-from ..progress import say
-from ..supervisor.cgroups import own_paths
-from . import cdi
-from .mapping import (
+from sh_jupyter.container.cgroups import own_paths
+from sh_jupyter.container.podman_args import installed_version
+from sh_jupyter.files import read_kernel_file
+from sh_jupyter.gpu import cdi
+from sh_jupyter.gpu.mapping import (
     Assignment,
     Device,
     GpuMismatch,
@@ -35,9 +34,11 @@ from .mapping import (
     container_environment,
     parse_job_gpus,
 )
+from sh_jupyter.progress import say
+from sh_jupyter.runner import run
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from sh_jupyter.config import Config
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -138,12 +139,10 @@ def nvml(kind: str) -> tuple[NvmlGpu, ...] | None:
     """The GPUs nvidia-smi shows this job, with the identity of their /dev/nvidiaN node."""
     if not kind.startswith("nvidia.com/") or not shutil.which("nvidia-smi"):
         return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=uuid,minor_number",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GpuMismatch(f"nvidia-smi did not answer ({exc})") from None
+    out = run(["nvidia-smi", "--query-gpu=uuid,minor_number", "--format=csv,noheader"],
+              timeout=60)
+    if not out.ran:
+        raise GpuMismatch(f"nvidia-smi did not answer ({out.why})")
     if out.returncode != 0:
         raise GpuMismatch(f"nvidia-smi failed (status {out.returncode}): "
                           f"{(out.stderr or out.stdout).strip()[:300]}")
@@ -157,13 +156,9 @@ def nvml(kind: str) -> tuple[NvmlGpu, ...] | None:
 
 
 def podman_version() -> tuple[int, ...] | None:
-    try:
-        out = subprocess.run(["podman", "--version"], capture_output=True, text=True,
-                             timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    version = cdi.version_tuple(out.stdout)
-    return version if out.returncode == 0 and version else None
+    """The installed Podman's version (None when it cannot tell): it decides which CDI spec
+    versions and directories Podman reads."""
+    return installed_version()[0] or None
 
 
 def node_devices(cfg: Config, dirs: list[str]) -> list[Device]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..errors import SessionFailure
+from sh_jupyter.container.gpus import Assignment, container_environment
+from sh_jupyter.errors import SessionFailure
 
 # Set in every session: a legacy NVIDIA OCI hook reads it (CUDA images set it to "all") and
 # would otherwise add every GPU of the node; "void" makes it do nothing.
-NVIDIA_HOOK_VARIABLE = "NVIDIA_VISIBLE_DEVICES"
 _UUID_NAME = re.compile(r"^(GPU|MIG)-[0-9A-Fa-f-]+$")
 _MAX_LISTED = 6
 
@@ -98,18 +98,6 @@ class Job:
     confined: bool | None = None
 
 
-@dataclass(frozen=True)
-class Assignment:
-    """The session's GPUs: CDI names for the create spec and the container's own view."""
-
-    names: tuple[str, ...] = ()
-    environment: dict[str, str] = field(default_factory=dict)
-    detail: str = ""
-
-    @property
-    def count(self) -> int:
-        return len(self.names)
-
 
 def parse_job_gpus(text: str | None) -> tuple[str, ...]:
     """SLURM_JOB_GPUS ("1,3"); GpuMismatch if it is not a list of ids."""
@@ -120,15 +108,6 @@ def parse_job_gpus(text: str | None) -> tuple[str, ...]:
         raise GpuMismatch(f"SLURM_JOB_GPUS = {text!r} is not a list of distinct GPU ids")
     return ids
 
-
-def container_environment(count: int, variables: Sequence[str]) -> dict[str, str]:
-    """The GPU variables of the container's own view: its GPUs are 0..n-1 whatever the host
-    numbers were (the job's CUDA_VISIBLE_DEVICES is never copied in)."""
-    env = {NVIDIA_HOOK_VARIABLE: "void"}
-    if count:
-        view = ",".join(str(i) for i in range(count))
-        env.update({name: view for name in variables})
-    return env
 
 
 def rules_allow(rules: Iterable[str], node: NodeId) -> bool:

@@ -12,7 +12,7 @@ __all__ = ["SHJupyterSpawner"]
 
 def __getattr__(name: str):
     if name == "SHJupyterSpawner":
-        from .spawner import SHJupyterSpawner
+        from sh_jupyter.jupyterhub.spawner import SHJupyterSpawner
 
         return SHJupyterSpawner
     raise AttributeError(f"module 'sh_jupyter.jupyterhub' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Where the spawner learns its job's state: one small seam (watch, view, forget).
 
 Why a seam: every spawner of a hub asks about its own job, and a hub has hundreds; the process's
-one JobWatcher (sh_jupyter.watcher) asks Slurm once per interval for all of them (batchspawner
+one JobWatcher (sh_jupyter.slurm.watcher) asks Slurm once per interval for all of them (batchspawner
 runs one squeue per spawner, batchspawner#292). And a query that fails reads as "unknown", never
 as "gone": one failing squeue must not drop a live server (batchspawner#315).
 
@@ -11,8 +11,8 @@ A view is a JobInfo (in the queue), None (definitely not in the queue) or Unknow
 
 from __future__ import annotations
 
-from ..slurm_jobs import JobInfo, JobView, Unknown
-from ..watcher import JobWatcher, shared
+from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
+from sh_jupyter.slurm.watcher import JobWatcher, shared
 
 JobStates = JobWatcher
 

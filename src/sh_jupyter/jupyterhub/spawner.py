@@ -27,11 +27,11 @@ from jupyterhub.spawner import Spawner, SpawnException
 from jupyterhub.traitlets import Command
 from traitlets import Float, Integer, List, Unicode, default
 
-from ..config import OWN_ENV
-from ..errors import UsageError
-from ..launch import check_env
-from ..slurm_json import JobInfo
-from . import jobs, usercli
+from sh_jupyter.config import OWN_ENV
+from sh_jupyter.errors import UsageError
+from sh_jupyter.jupyterhub import jobs, usercli
+from sh_jupyter.launch import check_env
+from sh_jupyter.slurm.squeue_json import JobInfo
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
 USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")

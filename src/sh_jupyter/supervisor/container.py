@@ -13,12 +13,11 @@ from podman.errors import APIError, NotFound, PodmanError
 from requests.exceptions import RequestException
 
 from podman import PodmanClient
-
-from ..errors import ConnectionTimeout, PortInUse, SessionFailure
-from ..exits import ExitFacts
-from ..progress import say
-from ..spec import LABEL_SESSION, LABEL_USER
-from . import follow, ports, readiness
+from sh_jupyter.container.exits import ExitFacts
+from sh_jupyter.container.spec import LABEL_SESSION, LABEL_USER
+from sh_jupyter.errors import ConnectionTimeout, PortInUse, SessionFailure
+from sh_jupyter.progress import say
+from sh_jupyter.supervisor import follow, ports, readiness
 
 IN_USE_MARKERS = ("address already in use", "is already in use", "port is already allocated")
 

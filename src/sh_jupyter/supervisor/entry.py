@@ -9,13 +9,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Union
 
-from .. import config as config_mod
-from .. import launch as launch_mod
-from ..config import Config
-from ..errors import UsageError
-from ..session import is_session_id, new_session_id
-from ..templates import TemplateContext, expand_path
-from ..users import session_user
+from sh_jupyter import config as config_mod
+from sh_jupyter import launch as launch_mod
+from sh_jupyter.config import Config
+from sh_jupyter.errors import UsageError
+from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.session import is_session_id, new_session_id
+from sh_jupyter.users import session_user
 
 ConfigArg = Union[str, Config, None]
 
@@ -41,7 +41,10 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
     `command`, `base_url`, `auth` and `environment` are a launcher's, as for `submit`; given
     here they replace what request.json records, and `environment` never touches a file.
     """
-    from .lifecycle import RunRequest, Supervisor  # the heavy imports only when running
+    from sh_jupyter.supervisor.lifecycle import (  # the heavy imports only when running
+        RunRequest,
+        Supervisor,
+    )
 
     cfg = config if isinstance(config, Config) else config_mod.load(config)
     env = dict(os.environ if environ is None else environ)
@@ -72,7 +75,7 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
     on_timeout: Callable[[str], None] | None = None
     walltime: Callable[[], int] | None = None
     if not local:
-        from ..scheduler import get_scheduler
+        from sh_jupyter.slurm.scheduler import get_scheduler
 
         def walltime() -> int:
             """The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives

@@ -16,8 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import SessionFailure
-from ..files import ensure_private_dir
+from sh_jupyter.errors import SessionFailure
+from sh_jupyter.files import ensure_private_dir
 
 if TYPE_CHECKING:
     from podman import PodmanClient

@@ -1,16 +1,15 @@
 """The job card: what a user (or a portal) sees about a session (pure).
 
 It merges the supervisor's status file with the scheduler's view, so a job that died without
-a word (walltime, node failure, SIGKILL) still shows as ended, with the reason (lesson 6).
+a word (walltime, node failure, SIGKILL) still shows as ended, with the reason.
 Only a definite view ends a session here: when the scheduler's answer is unknown (squeue
 failed), the card shows the status file as last written and says the job state is unknown.
 """
 
 from __future__ import annotations
 
-from .durations import format_walltime
-from .session import Status, lab_url
-from .slurm_jobs import JobInfo, JobView, Unknown
+from sh_jupyter.session import Status, lab_url
+from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
 
 # What a job state means for a session the supervisor could not report on itself.
 _STATE_WORDS = {
@@ -32,7 +31,7 @@ def ended_reason(state: str, phase: str) -> str:
     return f"{words} ({state}) while the session was {phase}"
 
 
-def card(status: Status, job: JobView, now: float) -> dict:
+def build(status: Status, job: JobView, now: float) -> dict:
     """The card's fields; `status` is one of Queued, Starting, Running, Completed.
 
     `job`: the scheduler's JobInfo, None when the job is definitely not in the queue, or
@@ -77,34 +76,3 @@ def card(status: Status, job: JobView, now: float) -> dict:
     else:
         fields["time_requested"] = status.walltime
     return fields
-
-
-def render(fields: dict) -> str:
-    """The card as text, in the seed's words."""
-    title = fields["status"] + (" (failed)" if fields["failed"] else "")
-    lines = [f"Run JupyterLab Container  [{title}]",
-             f"  Created at:             {fields['created_at']}"]
-    if "time_remaining" in fields:
-        lines.append(f"  Time Remaining:         {format_walltime(fields['time_remaining'])}")
-    else:
-        lines.append(f"  Time Requested:         {format_walltime(fields['time_requested'])}")
-    lines += [f"  Session ID:             {fields['session_id']}",
-              f"  Job ID:                 {fields['job_id']}",
-              f"  Connection timeout (s): {fields['connection_timeout']}",
-              f"  CPUs/cores:             {fields['cpus']}",
-              f"  Memory (GiB):           {fields['memory_gib']}"]
-    if fields.get("gpus"):
-        lines.append(f"  GPUs:                   {fields['gpus']}")
-    if fields["host"]:
-        lines.append(f"  Host:                   {fields['host']}")
-    if fields["message"]:
-        lines.append(f"  {fields['message']}")
-    if fields["url"]:
-        lines.append(f"  Connect to JupyterLab:  {fields['url']} "
-                     f"(`sh-jupyter connect {fields['session_id']}` prints the login URL)")
-    if fields["reason"]:
-        lines.append(f"  Reason:                 {fields['reason']}")
-    if fields["scheduler_error"]:
-        lines.append(f"  Job state:              unknown, shown as last recorded "
-                     f"({fields['scheduler_error']})")
-    return "\n".join(lines)

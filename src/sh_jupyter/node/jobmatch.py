@@ -8,7 +8,7 @@ import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .session import LOG_FILE, is_session_id
+from sh_jupyter.session import LOG_FILE, is_session_id
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import time
 
 import psutil
 
-from . import config as config_mod
-from . import podman_args
-from .jobmatch import Job
-from .spec import LABEL_JOB
-from .templates import TemplateContext, expand_path
+from sh_jupyter import config as config_mod
+from sh_jupyter.container import podman_args
+from sh_jupyter.container.spec import LABEL_JOB
+from sh_jupyter.node.jobmatch import Job
+from sh_jupyter.paths import TemplateContext, expand_path
 
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 STEP_TIMEOUT = 30

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pyslurm
 
-from .errors import SchedulerError, SessionFailure
-from .scheduler import SlurmCLI
-from .slurm_jobs import JobInfo
-from .squeue import NO_SUCH_JOB
+from sh_jupyter.errors import SchedulerUnavailable, SessionFailure
+from sh_jupyter.slurm.cli_backend import SlurmCLI
+from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.slurm.squeue import NO_SUCH_JOB
 
 ESLURM_INVALID_JOB_ID = 2017  # slurm_errno.h
 
@@ -41,7 +41,7 @@ class PySlurm(SlurmCLI):
             # Only "no such job" is an answer; any other failure is unknown, never gone.
             if getattr(exc, "errno", None) == ESLURM_INVALID_JOB_ID or NO_SUCH_JOB in str(exc):
                 return None
-            raise SchedulerError(f"Slurm did not answer for job {job_id}: {exc}") from None
+            raise SchedulerUnavailable(f"Slurm did not answer for job {job_id}: {exc}") from None
 
     def cancel(self, job_id: str) -> None:
         try:

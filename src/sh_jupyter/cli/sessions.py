@@ -8,10 +8,10 @@ import json
 import sys
 import time
 
-from . import api
-from . import config as config_mod
-from .card import render
-from .errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
+from sh_jupyter import api
+from sh_jupyter import config as config_mod
+from sh_jupyter.cli.render import render
+from sh_jupyter.errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
 
 # The request flags of `submit`; with --stdin the request comes as JSON instead.
 _REQUEST_FLAGS = {"cpus": "--cpus", "memory": "--memory", "time": "--time",

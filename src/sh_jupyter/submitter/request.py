@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from .config import Config
-from .durations import format_walltime, parse_walltime
-from .errors import UsageError
+from sh_jupyter.config import Config
+from sh_jupyter.durations import format_walltime, parse_walltime
+from sh_jupyter.errors import UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

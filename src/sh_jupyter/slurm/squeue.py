@@ -16,7 +16,7 @@ the answer, so the card can say how a job ended.
 
 An answer is definite when squeue succeeded (an asked job missing from it is not in the queue)
 or when it refused a single job id as invalid (the job has left the queue). Anything else is a
-SchedulerError, "unknown", never "gone": a non-zero exit, output that does not parse, or an
+SchedulerUnavailable, "unknown", never "gone": a non-zero exit, output that does not parse, or an
 error on stderr next to an absence (22.05 exits 0 with nothing listed for an unknown user).
 """
 
@@ -26,10 +26,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from . import slurm_text
-from .errors import SchedulerError
-from .slurm_jobs import JobInfo
-from .slurm_json import parse_jobs
+from sh_jupyter.errors import SchedulerUnavailable
+from sh_jupyter.slurm import squeue_text as slurm_text
+from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.slurm.squeue_json import parse_jobs
 
 JSON_FROM = (23, 2)
 # squeue's answer for a single --jobs=ID that slurmctld no longer knows (exit status 1).
@@ -83,12 +83,12 @@ def _one_line(text: str) -> str:
 def read(query: Query, returncode: int, stdout: str, stderr: str) -> list[JobInfo]:
     """The jobs in squeue's answer to `query`; an asked id not among them is not in the queue.
 
-    SchedulerError when the answer is not definite.
+    SchedulerUnavailable when the answer is not definite.
     """
     if returncode != 0:
         if len(query.job_ids) == 1 and NO_SUCH_JOB in stderr:
             return []
-        raise SchedulerError(f"squeue failed (exit {returncode}): "
+        raise SchedulerUnavailable(f"squeue failed (exit {returncode}): "
                              f"{_one_line(stderr) or 'no message'}")
     try:
         if query.form == "json":
@@ -96,7 +96,7 @@ def read(query: Query, returncode: int, stdout: str, stderr: str) -> list[JobInf
         else:
             jobs = slurm_text.parse_text(stdout)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise SchedulerError(f"squeue's answer could not be read: {_one_line(str(exc))}") \
+        raise SchedulerUnavailable(f"squeue's answer could not be read: {_one_line(str(exc))}") \
             from None
     if query.job_ids:
         jobs = [j for j in jobs if j.job_id in query.job_ids]
@@ -104,5 +104,5 @@ def read(query: Query, returncode: int, stdout: str, stderr: str) -> list[JobInf
     if "error" in stderr.lower() and not complete:
         # 22.05 says "squeue: error: Invalid user: NAME" and exits 0 with nothing listed:
         # an absence next to an error is no answer.
-        raise SchedulerError(f"squeue reported an error: {_one_line(stderr)}")
+        raise SchedulerUnavailable(f"squeue reported an error: {_one_line(stderr)}")
     return jobs

@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from . import config as config_mod
-from .errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
+from sh_jupyter import config as config_mod
+from sh_jupyter._version import __version__
+from sh_jupyter.errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,7 +105,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import Doctor, render, worst
+    from sh_jupyter.doctor.node import Doctor
+    from sh_jupyter.doctor.report import render, worst
 
     findings = Doctor(args.config).run()
     print(render(findings, args.json))
@@ -113,7 +114,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor.entry import run  # the supervisor's side only: the path to Connect
+    from sh_jupyter.supervisor.entry import run  # the supervisor's side only: the path to Connect
 
     return run(local=args.local, session_dir=args.session_dir, session_id=args.session_id,
                cpus=args.cpus, memory_gib=args.memory, config=config_mod.load(args.config))
@@ -125,7 +126,7 @@ def _handler(command: str):
     own = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor}
     if command in own:
         return own[command]
-    from . import commands
+    from sh_jupyter.cli import sessions as commands
 
     return commands.COMMANDS[command]
 
@@ -141,6 +142,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"sh-jupyter: {exc}\n")
         return EXIT_SESSION_FAILED
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,12 +10,13 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import __version__
-from .config import Config, Mount, normalize
-from .gpu.mapping import Assignment, container_environment
-from .oci_runtime import KEEP_GROUPS_ANNOTATION
-from .session import container_name
-from .templates import TemplateContext, expand_path
+from sh_jupyter._version import __version__
+from sh_jupyter.config import Config, Mount, normalize
+from sh_jupyter.container.gpus import Assignment, container_environment
+from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
+from sh_jupyter.container.podman_args import parse_version
+from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.session import container_name
 
 LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
@@ -64,8 +65,7 @@ class SessionFacts:
 
 def podman_major(version: str) -> int:
     """The major number of a Podman version string ("5.4.2" -> 5; unknown -> 0)."""
-    head = version.strip().split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return (parse_version(version) or (0,))[0]
 
 
 def network_mode(setting: str, podman_version: str, have_pasta: bool) -> str:

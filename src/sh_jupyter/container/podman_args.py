@@ -4,14 +4,16 @@ prolog/epilog, doctor). Kept free of heavy imports: the prolog runs for every jo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .templates import TemplateContext, expand_path
+from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.runner import run
 
 if TYPE_CHECKING:
-    from .config import Config
+    from sh_jupyter.config import Config
 
 
 def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
@@ -49,3 +51,20 @@ def pasta_installed(env: Mapping[str, str]) -> bool:
     """True when Podman can find pasta (package passt), its rootless network from Podman 5."""
     path = os.pathsep.join([env.get("PATH", ""), *HELPER_DIRS])
     return shutil.which("pasta", path=path) is not None
+
+
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """A Podman version as numbers: "podman version 5.4.2", "5.4.2" or an API version header
+    give (5, 4, 2); anything else () (unknown)."""
+    match = _VERSION.search(text or "")
+    return tuple(int(part) for part in match.groups() if part is not None) if match else ()
+
+
+def installed_version(env: Mapping[str, str] | None = None) -> tuple[tuple[int, ...], str]:
+    """The installed Podman's version (() when it cannot tell) and what `podman --version`
+    printed (or why it could not run)."""
+    out = run(["podman", "--version"], timeout=30, env=env)
+    return (parse_version(out.stdout) if out.ok else ()), (out.stdout.strip() or out.why)

@@ -4,21 +4,18 @@ this Podman reads, holding the configured kind) and Slurm confining jobs to thei
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from typing import TYPE_CHECKING, Callable
 
-from . import cdi, host
+from sh_jupyter.doctor.report import ERROR, OK, WARN
+from sh_jupyter.gpu import cdi, host
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from sh_jupyter.config import Config
 
-# doctor's statuses (doctor imports this module, so they are spelled out here).
-OK, WARN, ERROR = "ok", "warn", "error"
 Add = Callable[..., None]  # Doctor.add(check, status, message, fix="")
 
 
-def check(cfg: Config, add: Add) -> None:
+def check(cfg: Config, add: Add, slurm_conf: dict[str, str] | None) -> None:
     """CDI specs: readable by users, understood by this Podman, holding the GPUs' kind;
     and a Slurm that confines each job to its own GPU device files."""
     if cfg["limits.max_gpus"] == 0:
@@ -58,18 +55,12 @@ def check(cfg: Config, add: Add) -> None:
         if d.problem() and d.name != "all":
             add("cdi-device", WARN, f"{d.qualified} cannot be given to a session: "
                 f"{d.problem()}", "regenerate the spec on this node")
-    _constrain_devices(add)
+    _constrain_devices(add, slurm_conf)
 
 
-def _constrain_devices(add: Add) -> None:
-    try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                             timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return  # doctor's slurm check says so
-    if out.returncode != 0:
-        return
-    conf = dict(re.findall(r"^(\w+)\s+=\s+(.*)$", out.stdout, re.M))
+def _constrain_devices(add: Add, conf: dict[str, str] | None) -> None:
+    if conf is None:
+        return  # doctor's slurm check says why
     if conf.get("ConstrainDevices", "").lower() != "yes":
         add("gpu-cgroup", WARN, "cgroup.conf lacks ConstrainDevices=yes: a job "
             "may open every GPU of its node, so a session on a node shared by GPU "

@@ -14,8 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from .errors import SessionFailure
-from .files import read_kernel_file as _read
+from sh_jupyter.errors import SessionFailure
+from sh_jupyter.files import read_kernel_file as _read
 
 # What crun reads to skip setgroups(); Podman's CLI turns `--group-add keep-groups` into this
 # annotation client-side, so through the REST API it must be passed as an annotation.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .slurm_jobs import JobInfo
+from sh_jupyter.slurm.jobs import JobInfo
 
 __all__ = ["JobInfo", "parse_jobs"]
 

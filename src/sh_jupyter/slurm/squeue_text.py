@@ -8,8 +8,8 @@ with -u) and it carries only the fields the card uses: a few dozen bytes a job, 
 
 from __future__ import annotations
 
-from .durations import parse_walltime
-from .slurm_jobs import JobInfo
+from sh_jupyter.durations import parse_walltime
+from sh_jupyter.slurm.jobs import JobInfo
 
 # %A job id (one per array element), %T state, %r reason, %N nodes, %V submit time,
 # %S start time (expected start while pending), %l time limit, %u user, %j name.

@@ -1,4 +1,4 @@
-"""Slurm Prolog/Epilog entry point (`python -m sh_jupyter.hooks prolog|epilog`), run as root.
+"""Slurm Prolog/Epilog entry point (`python -m sh_jupyter.node prolog|epilog`), run as root.
 
 They run for EVERY job on the node, with no PATH, HOME or job name, and a failure drains the
 node: so for a job that is not ours they import almost nothing and return at once, and for
@@ -25,19 +25,19 @@ def _log(line: str) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ("prolog", "epilog"):
-        sys.stderr.write("usage: python -m sh_jupyter.hooks prolog|epilog\n")
+        sys.stderr.write("usage: python -m sh_jupyter.node prolog|epilog\n")
         return 2
     which, env = argv[0], os.environ
     head = f"{which} job={env.get('SLURM_JOB_ID', '?')} user={env.get('SLURM_JOB_USER', '?')}"
-    from .jobmatch import our_job  # cheap: stdlib only
+    from sh_jupyter.node.jobmatch import our_job  # cheap: stdlib only
 
     job = our_job(env)
     _log(f"{head} uid={env.get('SLURM_JOB_UID', '?')} euid={os.geteuid()} "
          f"session={job.session_id if job else '-'}")
     if job is None:
         return 0
-    from . import config as config_mod
-    from .node import epilog, prolog
+    from sh_jupyter import config as config_mod
+    from sh_jupyter.node.hooks import epilog, prolog
 
     def log(line: str) -> None:
         _log(f"{head} {line}")
@@ -49,6 +49,3 @@ def main(argv: list[str]) -> int:
         log(f"error: {type(exc).__name__}: {exc}")
         return 1 if which == "epilog" else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

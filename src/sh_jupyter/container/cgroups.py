@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..files import read_kernel_file as _read
+from sh_jupyter.files import read_kernel_file as _read
 
 ROOT = "/sys/fs/cgroup"
 

@@ -6,46 +6,32 @@ Each finding says what is wrong and how to fix it. Exit status follows the monit
 
 from __future__ import annotations
 
+import functools
 import grp
-import json
 import os
 import pwd
-import re
 import shutil
-import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
-from . import config as config_mod
-from . import oci_runtime, podman_args
-from .errors import SessionFailure, UsageError
-from .gpu import doctor as gpu_doctor
-from .spec import network_mode
-from .templates import TemplateContext, expand_path
+from sh_jupyter import config as config_mod
+from sh_jupyter.container import oci_runtime, podman_args
+from sh_jupyter.container.spec import network_mode
+from sh_jupyter.doctor import gpu as gpu_doctor
+from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
+from sh_jupyter.errors import SessionFailure, UsageError
+from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.runner import NOT_FOUND, Result, run
+from sh_jupyter.slurm import config as slurm_config
 
-OK, WARN, ERROR = "ok", "warn", "error"
-_RANK = {OK: 0, WARN: 1, ERROR: 2}
 NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "ceph", "glusterfs",
               "fuse.sshfs", "afs"}
 
 
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    status: str
-    message: str
-    fix: str = ""
-
-
 def _run(argv: list[str], timeout: float = 20, env: dict[str, str] | None = None,
-         ) -> subprocess.CompletedProcess | None:
-    if not shutil.which(argv[0]):
-        return None
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False, env=env)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout} s")
+         ) -> Result | None:
+    """A probe's result; None when the program is not installed."""
+    out = run(argv, timeout=timeout, env=env)
+    return None if out.returncode == NOT_FOUND else out
 
 
 def fs_type(path: str, mounts_text: str) -> str:
@@ -72,20 +58,6 @@ def subid_range(name: str, uid: int, text: str) -> int:
     return total
 
 
-_CONFIG_LINE = re.compile(r"^(\w+)(?:\[\d+\])?\s+=\s+(.*)$", re.M)
-
-
-def slurm_config(text: str) -> dict[str, str]:
-    """`scontrol show config` output as key -> value.
-
-    Slurm 23.02+ allows several Prolog/Epilog scripts and 24.11 prints them indexed
-    (`Prolog[0] = ...`, 22.05: `Prolog = ...`); an indexed key's values are joined with commas,
-    the way slurm.conf lists them.
-    """
-    conf: dict[str, str] = {}
-    for key, value in _CONFIG_LINE.findall(text):
-        conf[key] = f"{conf[key]},{value}" if key in conf else value
-    return conf
 
 
 class Doctor:
@@ -98,6 +70,11 @@ class Doctor:
         self.ctx = TemplateContext(self.me.pw_name, self.me.pw_dir, self.me.pw_uid, "x", "x")
         self.findings: list[Finding] = []
         self.podman_version = ""  # from `podman --version`; decides podman.network = "auto"
+
+    @functools.cached_property
+    def slurm_conf(self) -> tuple[dict[str, str] | None, str]:
+        """slurmctld's configuration (asked once), or None and why not."""
+        return slurm_config.show()
 
     def add(self, check: str, status: str, message: str, fix: str = "") -> None:
         self.findings.append(Finding(check, status, message, fix))
@@ -127,16 +104,13 @@ class Doctor:
         self.add("config", OK, f"{self.cfg.path} is valid")
 
     def podman(self) -> None:
-        out = _run(["podman", "--version"])
-        if out is None:
+        if not shutil.which("podman"):
             self.add("podman", ERROR, "podman is not installed", "install podman (>= 4.3)")
             return
-        match = re.search(r"(\d+)\.(\d+)(?:\.\d+)?", out.stdout)
-        version = tuple(int(x) for x in match.groups()) if match else (0, 0)
-        self.podman_version = match.group(0) if match else ""
+        version, shown = podman_args.installed_version()
+        self.podman_version = ".".join(map(str, version))
         status = OK if version >= (4, 3) else ERROR
-        self.add("podman", status, out.stdout.strip(),
-                 "" if status == OK else "install podman 4.3 or newer")
+        self.add("podman", status, shown, "" if status == OK else "install podman 4.3 or newer")
 
     def runtime(self) -> None:
         """The OCI runtime sessions will use here, chosen exactly as the supervisor does."""
@@ -280,13 +254,11 @@ class Doctor:
                      f"--tag {name}")
 
     def slurm(self) -> None:
-        out = _run(["scontrol", "show", "config"])
-        if out is None or out.returncode != 0:
-            why = "scontrol is not installed" if out is None else out.stderr.strip()
+        conf, why = self.slurm_conf
+        if conf is None:
             self.add("slurm", ERROR, f"Slurm is not reachable: {why}",
                      "install the Slurm client and make slurm.conf readable (SLURM_CONF)")
             return
-        conf = slurm_config(out.stdout)
         self.add("slurm", OK, f"slurmctld answers (Slurm {conf.get('SLURM_VERSION', '?')})")
         for key, script in (("Prolog", "prolog"), ("Epilog", "epilog")):
             value = conf.get(key, "")
@@ -308,7 +280,7 @@ class Doctor:
 
 
     def gpus(self) -> None:
-        gpu_doctor.check(self.cfg or config_mod.default(), self.add)
+        gpu_doctor.check(self.cfg or config_mod.default(), self.add, self.slurm_conf[0])
 
 
 def groups_in_status(status_text: str) -> int:
@@ -332,20 +304,3 @@ def _read(path: str) -> str:
             return fh.read()
     except OSError:
         return ""
-
-
-def worst(findings: list[Finding]) -> int:
-    return max((_RANK[f.status] for f in findings), default=0)
-
-
-def render(findings: list[Finding], as_json: bool) -> str:
-    if as_json:
-        return json.dumps({"status": worst(findings),
-                           "findings": [asdict(f) for f in findings]}, indent=2)
-    marks = {OK: "ok   ", WARN: "WARN ", ERROR: "ERROR"}
-    lines = []
-    for f in findings:
-        lines.append(f"{marks[f.status]} {f.check:15} {f.message}")
-        if f.fix and f.status != OK:
-            lines.append(f"      {'':15} fix: {f.fix}")
-    return "\n".join(lines)

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import SchedulerError
-from .scheduler import Scheduler, get_scheduler
-from .slurm_jobs import JobInfo, JobView, Unknown
+from sh_jupyter.errors import SchedulerUnavailable
+from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
+from sh_jupyter.slurm.scheduler import Scheduler, get_scheduler
 
 NOT_ASKED = Unknown("not asked yet")
 
@@ -115,7 +115,7 @@ class JobWatcher:
         self.calls += 1
         try:
             answer: dict[str, JobView] = dict(self.scheduler.states(ids, user))
-        except SchedulerError as exc:
+        except SchedulerUnavailable as exc:
             if self._failing_since is None:
                 self._failing_since = self._clock()
             answer = dict.fromkeys(ids, Unknown(str(exc)))

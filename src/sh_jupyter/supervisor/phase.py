@@ -1,0 +1,105 @@
+"""What the supervisor's phases share: the session's state, its status file, the Podman shell.
+
+The supervisor (`lifecycle.Supervisor`) is one object over three phases, each a class of its own
+module: `start` (API service, mounts, container, readiness, connection file), `watch` (conmon,
+signals, health and idle checks while it runs) and `teardown` (container and scratch removed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sh_jupyter.config import Config
+from sh_jupyter.container.spec import (
+    HostMount,
+)
+from sh_jupyter.files import write_private
+from sh_jupyter.launch import LaunchOptions
+from sh_jupyter.paths import TemplateContext
+from sh_jupyter.session import (
+    STATUS_FILE,
+    Status,
+    resolve_base_url,
+)
+from sh_jupyter.supervisor import follow
+from sh_jupyter.supervisor.podman_service import PodmanService
+
+
+def podman_shell():
+    """The Podman shell (podman-py and requests take ~80 ms to import): loaded once the API
+    service is already starting, so the two overlap on the way to Connect."""
+    from sh_jupyter.supervisor import container
+
+    return container
+
+
+def api_error(exc: BaseException) -> bool:
+    """True for podman-py's and the transport's errors (the API service went away mid-call)."""
+    return "sh_jupyter.supervisor.container" in sys.modules \
+        and isinstance(exc, podman_shell().API_ERRORS)
+
+
+@dataclass
+class RunRequest:
+    """Who and what this session is; the CLI fills it from Slurm's environment or flags."""
+
+    session_id: str
+    session_dir: str
+    user: str
+    uid: int
+    home: str
+    job_id: str = "local"
+    cpus: int = 0
+    memory_gib: int = 0
+    walltime: int = 0
+    walltime_lookup: Callable[[], int] | None = None  # asked after Running when walltime is 0
+    job_env: Mapping[str, str] = field(default_factory=dict)
+    on_timeout: Callable[[str], None] | None = None  # Slurm mode: the job cancels itself
+    # A launcher already inside the job (api.run) gives its options and secrets here, in
+    # memory; None: they come from request.json and the launcher's env file, if any.
+    launch: LaunchOptions | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+
+
+class Phase:
+    """The session's state, as every phase reads and writes it."""
+
+    cfg: Config
+    req: RunRequest
+    name: str
+    ctx: TemplateContext
+    host: str
+    signals: follow.SignalPipe | None
+    watch: follow.ProcessWatch | None
+    timed_out: bool
+    service: PodmanService | None
+    client: object
+    mounts: list[HostMount]
+    present: set[str]
+    keep_groups: bool
+    secret: str
+    oom_baseline: int | None
+    launch: LaunchOptions
+    extra_env: dict[str, str]
+    start_clock: float
+    podman_version: str
+    have_pasta: bool
+    status: Status
+
+    def _base(self, port: int) -> str:
+        return resolve_base_url(self.launch.base_url or self.cfg["image.base_url"], self.host,
+                                port)
+
+    @property
+    def stop_signal(self) -> str:
+        return self.signals.received if self.signals else ""
+
+    def _save(self, status: Status) -> None:
+        self.status = status
+        write_private(os.path.join(self.req.session_dir, STATUS_FILE), status.to_json())

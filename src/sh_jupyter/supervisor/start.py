@@ -1,0 +1,224 @@
+"""The supervisor's start: API service, mounts, container, port, readiness, connection file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import time
+from dataclasses import replace
+
+from sh_jupyter import gpu, launch
+from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
+from sh_jupyter.container.podman_args import pasta_installed
+from sh_jupyter.container.spec import (
+    SessionFacts,
+    create_kwargs,
+    host_mounts,
+    network_mode,
+)
+from sh_jupyter.errors import (
+    PortInUse,
+    SessionFailure,
+    UsageError,
+)
+from sh_jupyter.files import ensure_user_dir, read_text, write_private
+from sh_jupyter.progress import say
+from sh_jupyter.session import (
+    CONNECTION_FILE,
+    REQUEST_FILE,
+    connection_yaml,
+    lab_url,
+    new_secret,
+    now_iso,
+    running_message,
+)
+from sh_jupyter.supervisor import follow, ports
+from sh_jupyter.supervisor.phase import Phase, podman_shell
+from sh_jupyter.supervisor.podman_service import PodmanService, podman_env
+
+
+def job_ulimits() -> tuple[tuple[str, int, int], ...]:
+    """The job's own open-files limit, handed to the container as it is.
+
+    (nproc is left to Podman: runc cannot set it rootless, "error setting rlimit type 6".)
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return ()
+    return (("nofile", hard if soft == resource.RLIM_INFINITY else soft, hard),)
+
+
+
+class Starting(Phase):
+    """From the job's start to Running: JupyterLab answers and the connection file is written."""
+
+    def _read_launch(self) -> None:
+        """A launcher's options (request.json) and secrets (taken from their file at once), or
+        those a launcher in the job handed over in memory."""
+        self.extra_env = launch.take_env(self.req.session_dir)
+        if self.req.launch is not None:
+            self.launch = self.req.launch
+            self.extra_env.update(self.req.extra_env)
+        else:
+            text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
+            try:
+                data = json.loads(text) if text else {}
+                self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict)
+                                               else {})
+            except (ValueError, UsageError) as exc:
+                raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        if self.launch.command:
+            say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
+    def _start_service(self) -> oci_runtime.Choice:
+        """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
+        cfg, req = self.cfg, self.req
+        env = podman_env(req.uid, req.job_env)
+        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
+                                    oci_runtime.node_facts(env["PATH"]))
+        self.keep_groups = choice.keep_groups
+        self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
+                                     [*podman_args.for_user(cfg, self.ctx),
+                                      "--runtime", choice.runtime],
+                                     cfg["podman.api_timeout"])
+        self.service.start()
+        return choice
+
+    def _start(self) -> None:
+        self._read_launch()
+        secret = self.secret = new_secret()
+        self.present = self._prepare_mounts()
+        podman_shell()
+        self.client = self.service.wait_ready()
+        self.podman_version = self.service.version
+        self.have_pasta = pasta_installed(self.service.env)
+        say(f"podman {self.podman_version or '(version unknown)'}, network "
+            f"{network_mode(self.cfg['podman.network'], self.podman_version, self.have_pasta)}")
+        container, port = self._launch(secret)
+        self._save(replace(self.status, port=port, base_url=self._base(port)))
+        url = lab_url(self.host, port, self._base(port))
+        say(f"container started on port {port}; waiting for JupyterLab at {url}")
+        self._connect(container, port, secret)
+        self._release_service()
+
+    def _prepare_mounts(self) -> set[str]:
+        """Create what may be created; fail on a missing required source; list what exists."""
+        try:
+            self.mounts = host_mounts(self.cfg.mounts, self.ctx)
+        except ValueError as exc:
+            raise SessionFailure(f"bad mount path: {exc}") from None
+        present = set()
+        for m in self.mounts:
+            if m.create and ensure_user_dir(m.source):
+                say(f"created {m.source} for {m.target}")
+            if os.path.isdir(m.source):
+                present.add(m.source)
+            elif m.required:
+                raise SessionFailure(f"required mount source {m.source} (for {m.target}) "
+                                     "does not exist")
+            else:
+                say(f"skipping optional mount {m.target}: {m.source} does not exist")
+        return present
+
+    def _launch(self, secret: str):
+        cfg = self.cfg
+        bind = cfg["network.bind_address"]
+        apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
+        if apply_limits is None:
+            apply_limits = cgroups.limits_possible()
+        gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
+        tried = []
+        for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
+                                     cfg["network.port_attempts"]):
+            if not ports.is_free(bind, port):
+                tried.append(port)
+                continue
+            facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
+                                 self._base(port), job_ulimits(), self.keep_groups,
+                                 self.launch.command, self.extra_env, self.podman_version,
+                                 self.have_pasta)
+            kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
+                                   self.present, gpus)
+            self.start_clock = time.monotonic()
+            self.oom_baseline = cgroups.oom_kills()
+            ctr = podman_shell()
+            try:
+                container = ctr.create_and_start(self.client, kwargs, cfg["image.store"],
+                                                 self.req.session_id, self.req.user)
+            except PortInUse:
+                tried.append(port)
+                say(f"port {port} was taken at start; trying another")
+                continue
+            try:
+                self._follow(ctr.conmon_pid(container))  # it may have ended already
+            except PortInUse:  # JupyterLab itself could not bind, and has exited
+                self._discard_unbound(container, port)
+                tried.append(port)
+                continue
+            except ctr.ExitedEarly as early:
+                raise SessionFailure(self._early_reason(early)) from None
+            return container, port
+        raise SessionFailure(f"no free port: tried {tried} in "
+                             f"{cfg['network.port_min']}-{cfg['network.port_max']}")
+
+    @staticmethod
+    def _discard_unbound(container, port: int) -> None:
+        """JupyterLab itself could not bind `port`: remove its container to try another."""
+        with contextlib.suppress(Exception):  # best effort: it is being replaced
+            container.remove(force=True)
+        say(f"JupyterLab could not bind port {port}; trying another")
+
+    def _follow(self, pid: int) -> None:
+        """Follow the container through this process (conmon, or its init if conmon died)."""
+        if self.watch is not None:
+            self.watch.close()
+        self.watch = follow.ProcessWatch(pid)
+
+    def _ready(self, container, port: int, secret: str) -> None:
+        ctr = podman_shell()
+        try:
+            ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
+                                 self._base(port),
+                                 secret if self.launch.auth == "token" else "",
+                                 self.start_clock + self.cfg["session.connection_timeout"],
+                                 self.watch, self.signals)
+        except ctr.ExitedEarly as early:
+            raise SessionFailure(self._early_reason(early)) from None
+
+    def _early_reason(self, early) -> str:
+        """Why JupyterLab ended before it answered: its exit, OOM and last output."""
+        return exits.reason(self._with_oom(early.facts), self.req.memory_gib, starting=True,
+                            last_lines=early.last_lines)
+
+    def _with_oom(self, facts: exits.ExitFacts) -> exits.ExitFacts:
+        """Podman's OOM record, or the job cgroup's when Podman cannot see one (cgroup v1)."""
+        if facts.oom_killed:
+            return facts
+        now = cgroups.oom_kills()
+        if now is None or self.oom_baseline is None:
+            return replace(facts, oom_killed=None)  # no record either way: say nothing
+        return replace(facts, oom_killed=now > self.oom_baseline)
+
+    def _connect(self, container, port: int, secret: str) -> None:
+        """Wait for readiness, retrying another port if JupyterLab itself could not bind."""
+        try:
+            self._ready(container, port, secret)
+        except PortInUse:
+            self._discard_unbound(container, port)
+            container, port = self._launch(secret)
+            self._save(replace(self.status, port=port, base_url=self._base(port)))
+            self._ready(container, port, secret)
+        write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
+                      connection_yaml(self.host, port, secret))
+        took = time.monotonic() - self.start_clock
+        message = running_message(self.name)
+        self._save(self.status.advance("Running", ready_at=now_iso(), port=port,
+                                       message=message))
+        say(f"{message}; ready in {took:.1f} s")
+        say(f"connect: {lab_url(self.host, port, self._base(port))} "
+            f"(password in {CONNECTION_FILE})")
+        if not self.status.walltime and self.req.walltime_lookup:
+            with contextlib.suppress(SessionFailure):  # the card only lacks Time Requested
+                self._save(replace(self.status, walltime=self.req.walltime_lookup()))

@@ -1,0 +1,66 @@
+"""The supervisor's end: the container stopped and removed, scratch deleted, the service stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from sh_jupyter.progress import say
+from sh_jupyter.supervisor.phase import Phase, podman_shell
+from sh_jupyter.supervisor.podman_service import podman_env
+
+
+class TearingDown(Phase):
+    """Every way out ends here: nothing of the session is left."""
+
+    # -- teardown ----------------------------------------------------------------------
+    def _teardown(self) -> bool:
+        """Remove the container and the session's ephemeral dirs; stop our service.
+
+        Returns False when the container could not be removed (the epilog is the backstop).
+        """
+        removed = True
+        if self.service is not None and self.container_created():
+            removed = self._remove_container()
+        for m in self.mounts:
+            if m.ephemeral and os.path.lexists(m.source):
+                self._remove_tree(m.source)
+        if self.service is not None:
+            self.service.stop()
+        if self.watch is not None:
+            self.watch.close()
+        return removed
+
+    def container_created(self) -> bool:
+        """True once a container may exist (the API service was started for this session)."""
+        return self.client is not None or self.watch is not None
+
+    def _remove_container(self) -> bool:
+        """Stop and remove the container, starting the API service again if it is down."""
+        for attempt in (1, 2):
+            if not self._ensure_service():
+                return False
+            try:
+                podman_shell().stop_and_remove(self.client, self.name,
+                                          self.cfg["session.stop_timeout"])
+                say(f"container {self.name} removed")
+                return True
+            except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down
+                say(f"could not remove container {self.name}: {exc}")
+                if attempt == 2 or self.service.alive():
+                    return False
+        return False
+
+    def _remove_tree(self, path: str) -> None:
+        """Delete a session scratch dir; files owned by sub-ids need `podman unshare`."""
+        try:
+            shutil.rmtree(path)
+        except OSError:
+            env = self.service.env if self.service else podman_env(self.req.uid, self.req.job_env)
+            subprocess.run(["podman", "unshare", "rm", "-rf", "--", path], env=env,
+                           check=False, timeout=60)
+        if os.path.lexists(path):
+            say(f"could not remove scratch {path}")
+        else:
+            say(f"scratch {path} removed")

@@ -210,12 +210,12 @@ def podman_service_of(supervisor: int) -> int | None:
 # -- ports, config, users ---------------------------------------------------------------------
 def free_port() -> int:
     """A random free port of our range (the floor variants publish one like the launcher)."""
-    from sh_jupyter.supervisor import ports
+    from sh_jupyter import benchmarking
 
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randint(PORT_MIN, PORT_MAX)
-        if ports.is_free("0.0.0.0", port):
+        if benchmarking.port_is_free("0.0.0.0", port):
             return port
     raise RuntimeError(f"no free port in {PORT_MIN}-{PORT_MAX}")
 

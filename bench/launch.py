@@ -56,24 +56,19 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
                    extra: Sequence[str] = (), args: Sequence[str] = ()) -> tuple[list[str], str]:
     """`podman run -d` options for the container sh-jupyter would create, and its scratch dir.
 
-    Built from sh_jupyter.container.spec.create_kwargs so the floor runs the same container
+    Built from the supervisor's own create spec (sh_jupyter.benchmarking) so the floor runs the
+    same container
     (minus the session's labels' meaning): every field is translated; one the translation does
     not know is reported, never silently dropped. A variant may add `podman run` options (`extra`,
     before the image) and JupyterLab options (`args`, after the launcher's own).
     """
-    from sh_jupyter import config as config_mod
-    from sh_jupyter.container.podman_args import pasta_installed
-    from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts
-    from sh_jupyter.paths import TemplateContext
+    from sh_jupyter import benchmarking
 
-    cfg = config_mod.load(config)
-    choice = runtime_of(config)
     podman_version = bed.versions()["PODMAN_VERSION"]
     pw = pwd.getpwnam(USER)
-    ctx = TemplateContext(USER, pw.pw_dir, pw.pw_uid, scratch_id, "local")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ulimits = () if hard == resource.RLIM_INFINITY else (("nofile", soft, hard),)
-    mounts = host_mounts(cfg.mounts, ctx)
+    mounts = benchmarking.session_mounts(config, USER, pw.pw_dir, pw.pw_uid, scratch_id)
     scratch = ""
     for m in mounts:
         if m.create:
@@ -83,10 +78,8 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
         if m.ephemeral:
             scratch = m.source
     present = {m.source for m in mounts if os.path.isdir(m.source)}
-    facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits, keep_groups=choice.keep_groups,
-                         podman_version=podman_version,
-                         have_pasta=pasta_installed(bed.user_env(USER)))
-    kw = create_kwargs(cfg, facts, "TOKEN-FROM-ENV", {}, mounts, present)
+    kw = benchmarking.create_spec(config, USER, pw.pw_dir, pw.pw_uid, scratch_id, port, ulimits,
+                                  present, podman_version, bed.user_env(USER), "TOKEN-FROM-ENV")
     kw["name"] = name
     argv = ["--read-only", "--read-only-tmpfs=false"] if kw.pop("read_only") else []
     argv += ["--name", kw.pop("name"), "-w", kw.pop("working_dir")]
@@ -126,12 +119,9 @@ def container_argv(config: str, name: str, port: int, scratch_id: str,
 def runtime_of(config: str):
     """The OCI runtime the supervisor would choose for this config on this node (its
     `podman.runtime` setting and the node's facts), so a floor runs under the same one."""
-    from sh_jupyter import config as config_mod
-    from sh_jupyter.container import oci_runtime
+    from sh_jupyter import benchmarking
 
-    cfg = config_mod.load(config)
-    return oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
-                              oci_runtime.node_facts())
+    return benchmarking.runtime_choice(config)
 
 
 class Floor:
@@ -166,9 +156,9 @@ class Floor:
         return ""
 
     def api_answers(self) -> bool:
-        from sh_jupyter.supervisor.readiness import api_answers
+        from sh_jupyter import benchmarking
 
-        return api_answers("127.0.0.1", self.port, "/", timeout=2.0)
+        return benchmarking.api_answers("127.0.0.1", self.port, "/", timeout=2.0)
 
     def tcp_connects(self) -> bool:
         try:

@@ -1,4 +1,4 @@
-"""What an idle session costs the node besides JupyterLab itself (issue 9, per-session overhead).
+"""What an idle session costs the node besides JupyterLab itself (per-session overhead).
 
 A real session through Slurm (`submit --wait` as shjuser1), left idle: every process of the
 user on the node except the container's own tree (tini, JupyterLab, kernels) is ours: the

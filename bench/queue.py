@@ -1,5 +1,5 @@
 #!/opt/sh-jupyter/venv/bin/python
-"""Queue-size benchmark (issue 14): status, list and submit --wait with 0, 10,000 and 50,000
+"""Queue-size benchmark: status, list and submit --wait with 0, 10,000 and 50,000
 held jobs of another user in the queue, as shjuser1, beside Slurm's own floor.
 
 The other user is `shjbench` (testbed/steps/30-users.sh); its held jobs are plain sbatch

@@ -3,7 +3,10 @@
 Every context that shells out (Slurm's commands, Podman as the user in the hooks, doctor's
 probes, nvidia-smi) calls `run`, so each has the same contract: the program's own failure, a
 missing program and a timeout all come back as a `Result` (never an exception, so a hook never
-fails for a command that misbehaved), and `Result.why` says what happened in one line.
+fails for a command that misbehaved), and `Result.why` says what happened in one line. Two
+things are not run to completion and so stand apart: the supervisor's Podman API service (a
+background service it starts and stops) and the JupyterHub spawner's calls (asynchronous, in
+the hub's event loop).
 """
 
 from __future__ import annotations

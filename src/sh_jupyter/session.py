@@ -49,7 +49,7 @@ def container_name(prefix: str, session_id: str) -> str:
 
 
 def running_message(name: str) -> str:
-    """The sentence the seed promises on the job card."""
+    """The sentence the app's documentation promises on the job card."""
     return f"JupyterLab is running in Podman container {name}"
 
 

@@ -1,5 +1,5 @@
 """Faults found when the product was tried as a new user and an operator would: each on the real
-path, a session through Slurm (issue 12)."""
+path, a session through Slurm."""
 
 from __future__ import annotations
 

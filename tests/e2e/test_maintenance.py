@@ -1,4 +1,4 @@
-"""The monthly maintenance the seed warns of: the node goes down with sessions running.
+"""The monthly maintenance users are warned of: the node goes down with sessions running.
 
 Simulated as a reboot would look to the node: slurmd stops, every process of the sessions
 (their slurmstepd, supervisor, conmon, JupyterLab, the user's rootless pause process) is killed,

@@ -193,7 +193,7 @@ def test_notebook_in_safe_outputs_is_owned_by_the_user(session):
     host_path = f"/safe_outputs/{USER}/{name}"
     try:
         assert os.stat(host_path).st_uid == pwd.getpwnam(USER).pw_uid
-        # The file browser reaches every mount (lesson 7).
+        # The file browser reaches every mount.
         listing = _api(port, secret, "GET", "/api/contents/")
         names = {item["name"] for item in listing["content"]}
         assert {"safe_data", "safe_outputs", "scratch", "mnt"} <= names

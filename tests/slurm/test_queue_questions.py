@@ -1,5 +1,5 @@
 """status, list, connect and submit --wait ask Slurm only about the user's own jobs, and a
-failing squeue is "unknown", never "ended" (issue 14), on the real cluster as a test user.
+failing squeue is "unknown", never "ended", on the real cluster as a test user.
 
 Every squeue the CLI runs goes through a logging wrapper first on the user's PATH, which keeps
 its arguments and its whole answer: the answers must hold none of another user's jobs (held

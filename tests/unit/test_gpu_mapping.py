@@ -1,4 +1,4 @@
-"""Which CDI devices are a job's GPUs (pure): the renumbering pitfalls of DESIGN.md lesson 12,
+"""Which CDI devices are a job's GPUs (pure): the renumbering pitfalls of GPU indices,
 and every doubt failing closed."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_container_view_is_numbered_from_zero_whatever_the_host_ids() -> None:
                    "GPU_DEVICE_ORDINAL": "0,1,2"}
 
 
-# --- lesson 12: indices lie -----------------------------------------------------------------
+# --- indices lie ----------------------------------------------------------------------------
 
 def test_renumbered_cuda_visible_devices_is_not_used_as_a_name() -> None:
     # ConstrainDevices=yes: Slurm gives GPU 2 and renumbers CUDA_VISIBLE_DEVICES to 0.

@@ -6,7 +6,7 @@ from sh_jupyter.durations import format_walltime
 
 
 def render(fields: dict) -> str:
-    """The card as text, in the seed's words."""
+    """The card as text, in the portal card's words."""
     title = fields["status"] + (" (failed)" if fields["failed"] else "")
     lines = [f"Run JupyterLab Container  [{title}]",
              f"  Created at:             {fields['created_at']}"]

@@ -115,7 +115,8 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
     """The container's environment: the token, the proxies, and where user state persists.
 
     With the root filesystem read-only, pip falls back to a user install, so PYTHONUSERBASE on
-    the persistent mount makes `pip install` survive into the next session, as the seed advises.
+    the persistent mount makes `pip install` survive into the next session (the app tells
+    users to install there).
     """
     env = {
         **facts.extra_env,

@@ -1,6 +1,6 @@
 """Which CDI devices are this job's GPUs: a pure decision from what the job and node show.
 
-Indices lie (DESIGN.md lesson 12). In a job with ConstrainDevices=yes Slurm renumbers
+Indices lie. In a job with ConstrainDevices=yes Slurm renumbers
 CUDA_VISIBLE_DEVICES from 0 while SLURM_JOB_GPUS keeps the node's ids; NVML numbers GPUs in its
 own order; a CDI spec's index names are the order of the machine that generated it. So no index
 is ever used as a name here. A GPU is known by what cannot be renumbered: the device node

@@ -2,7 +2,7 @@
 supervisor runs `jupyterhub-singleuser` in the user's rootless Podman container (the same
 mounts and hardening as any session).
 
-What it improves on batchspawner (DESIGN.md lesson 11): a container; the hub's token never in
+What it improves on batchspawner: a container; the hub's token never in
 argv, the sbatch environment, the job script, spawner state or logs (it goes on the user-side
 command's standard input into the session's 0600 file); a failing squeue is "unknown", never
 "gone"; a job that ends before its server answers fails the spawn at once with the card's

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import psutil
@@ -20,6 +19,7 @@ from sh_jupyter.container import podman_args
 from sh_jupyter.container.spec import LABEL_JOB
 from sh_jupyter.node.jobmatch import Job
 from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.runner import Result, run
 
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 STEP_TIMEOUT = 30
@@ -37,20 +37,18 @@ class Node:
         self.ctx = ctx
         self.storage = podman_args.for_user(cfg, ctx)
 
-    def as_user(self, argv: list[str], timeout: float = STEP_TIMEOUT,
-                ) -> subprocess.CompletedProcess:
+    def as_user(self, argv: list[str], timeout: float = STEP_TIMEOUT) -> Result:
         env = [f"PATH={PATH}", f"HOME={self.job.home}", f"USER={self.job.user}",
                f"XDG_RUNTIME_DIR={self.runtime}"]
-        return subprocess.run(["/usr/sbin/runuser", "-u", self.job.user, "--", "/usr/bin/env",
-                               "-i", *env, *argv], cwd="/", capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return run(["/usr/sbin/runuser", "-u", self.job.user, "--", "/usr/bin/env", "-i", *env,
+                    *argv], timeout=timeout, cwd="/")
 
-    def podman(self, *args: str, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess:
+    def podman(self, *args: str, timeout: float = STEP_TIMEOUT) -> Result:
         return self.as_user(["podman", *self.storage, *args], timeout=timeout)
 
     # -- prolog ------------------------------------------------------------------------
     def ensure_runtime_dir(self) -> None:
-        """/run/user/UID, which nothing creates without systemd-logind (lesson 9)."""
+        """/run/user/UID, which nothing creates without systemd-logind."""
         if not os.path.isdir(self.runtime):
             os.makedirs(self.runtime, mode=0o700, exist_ok=True)
             os.chown(self.runtime, self.job.uid, self.job.gid)

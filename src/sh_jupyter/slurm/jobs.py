@@ -2,7 +2,7 @@
 
 A lookup answers with a `JobInfo` (the job is in the queue), `None` (definitely not in the queue:
 Slurm said so) or `Unknown` (squeue failed, or there is no Slurm job to ask about). Only `None`
-or a final state may make a session look ended (DESIGN.md: a scheduler error is "unknown",
+or a final state may make a session look ended (a scheduler error is "unknown",
 never "gone").
 """
 

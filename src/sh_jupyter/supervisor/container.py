@@ -33,7 +33,8 @@ def last_log_lines(container, count: int = 8) -> str:
 
 
 def remove_leftover(client: PodmanClient, name: str, session_id: str, user: str) -> bool:
-    """Remove a container of the same name left by an earlier run of this session (lesson 8).
+    """Remove a container of the same name left by an earlier run of this session
+    (a leftover of the same name would make the next start fail).
 
     Only a container carrying this session's and user's labels is ours to remove.
     """

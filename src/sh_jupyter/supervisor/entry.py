@@ -83,7 +83,7 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
             job = get_scheduler().job(job_id)
             return job.time_limit if job and job.time_limit else 0
 
-        def on_timeout(_reason: str) -> None:  # the seed: the job cancels itself
+        def on_timeout(_reason: str) -> None:  # the app's promise: the job cancels itself
             get_scheduler().cancel(job_id)
     req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
                      uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def runtime_dir(uid: int, environ: Mapping[str, str]) -> str:
-    """The user's XDG runtime dir; rootless Podman cannot work without one (lesson 9)."""
+    """The user's XDG runtime dir; rootless Podman cannot work without one."""
     path = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
     try:
         st = os.stat(path)

@@ -2,7 +2,7 @@
 
 A random pick in the range plus a bind test makes collisions rare; the bind test cannot close
 the race with another session starting at the same instant, so the caller also retries on
-"address in use" from Podman or JupyterLab (lesson 4).
+"address in use" from Podman or JupyterLab (two sessions on one node must never collide).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """HTTP probes of JupyterLab (readiness is HTTP, not TCP: rootless port forwarding accepts a
-connection before JupyterLab listens, lesson 3).
+connection before JupyterLab listens).
 
 `GET {base}api` needs no auth and does not count as user activity; `GET {base}api/status` with
 the token proves the secret is in force. Health checks ask with `no_track_activity=1`, so they
-never keep an idle session alive (lesson 13).
+never keep an idle session alive.
 """
 
 from __future__ import annotations

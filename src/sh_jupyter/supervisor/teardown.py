@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 from sh_jupyter.progress import say
+from sh_jupyter.runner import run
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import podman_env
 
@@ -58,8 +58,7 @@ class TearingDown(Phase):
             shutil.rmtree(path)
         except OSError:
             env = self.service.env if self.service else podman_env(self.req.uid, self.req.job_env)
-            subprocess.run(["podman", "unshare", "rm", "-rf", "--", path], env=env,
-                           check=False, timeout=60)
+            run(["podman", "unshare", "rm", "-rf", "--", path], env=env, timeout=60)
         if os.path.lexists(path):
             say(f"could not remove scratch {path}")
         else:

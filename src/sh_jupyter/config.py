@@ -162,6 +162,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "container (keep well below Slurm's KillWait)", _range(1, 60)),
         "health_interval": Key("int", 60, "seconds between HTTP health checks of a running "
                                "session", _range(5, 3600)),
+        "health_failures": Key("int", 3, "health checks failed in a row after which the session "
+                               "ends, with what was found dead on the card; after a failure the "
+                               "next check comes within 5 s, so a session nobody can reach "
+                               "shows Running for at most health_interval + (health_failures "
+                               "- 1) x 5 s + 10 s", _range(1, 100)),
     },
     "image": {
         "name": Key("str", "localhost/sh-jupyter/jupyterlab:latest",

@@ -173,3 +173,38 @@ def test_jupyterlab_killed_for_memory_says_out_of_memory(cleanup):
     card = bed.card(U1, got[0]["session_id"], cfg)
     assert card["failed"] and "out-of-memory killer" in card["reason"], card
     assert "1 GiB" in card["reason"] and len(card["reason"]) <= 240, card
+
+
+def _network_helper() -> tuple[str, bytes]:
+    """The rootless network helper a session runs with on this platform, as `auto` picks it:
+    pasta from Podman 5 where it is installed, slirp4netns before."""
+    podman = bed.versions()["PODMAN_VERSION"]
+    if int(podman.split(".")[0]) >= 5 and any(
+            os.path.exists(os.path.join(d, "pasta")) for d in ("/usr/bin", "/usr/local/bin")):
+        return "pasta", b"pasta"
+    return "slirp4netns", b"slirp4netns"
+
+
+def test_a_killed_network_helper_ends_the_session_with_the_reason(cleanup):
+    """Kill -9 the session's rootless network helper while it runs: JupyterLab is unreachable
+    at once. The supervisor's health checks act: within health_interval + (health_failures - 1)
+    x 5 s (+ probe timeouts) the card says JupyterLab stopped answering and names the dead
+    helper, the job ends, and nothing of the session is left."""
+    cfg = bed.write_config(bed.E2E_PORTS + "[session]\nhealth_interval = 5\n"
+                           "health_failures = 2\n")
+    sub, _ = bed.start(U1, cfg, cleanup)
+    sid = sub["session_id"]
+    mode, needle = _network_helper()
+    helpers = _procs(U1, needle)
+    assert helpers, f"no {mode} process of {U1}"
+    for pid in helpers:  # one session of this user on the node: its helper(s)
+        os.kill(pid, signal.SIGKILL)
+    _ended(sub["job_id"], "FAILED", 5 + 5 + 10 + 30)
+    card = bed.card(U1, sid, cfg)
+    assert card["status"] == "Completed" and card["failed"], card
+    assert card["reason"].startswith("JupyterLab stopped answering on port "), card["reason"]
+    assert f"its network helper ({mode}) is gone" in card["reason"], card["reason"]
+    assert f"epcc-ces-jupyter-{sid}" not in bed.containers_of(U1)
+    assert _api_services(U1, sid) == [] and _runtime_leftovers(U1, sid) == []
+    scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sid}"
+    assert not os.path.lexists(scratch), scratch

@@ -14,14 +14,7 @@ from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from sh_jupyter.launch import ENV_FILE, LaunchOptions, write_env
 from sh_jupyter.paths import TemplateContext, expand_path
-from sh_jupyter.session import (
-    LOG_FILE,
-    REQUEST_FILE,
-    STATUS_FILE,
-    Status,
-    new_session_id,
-    now_iso,
-)
+from sh_jupyter.session import LOG_FILE, REQUEST_FILE, STATUS_FILE, Status, new_session_id, now_iso
 from sh_jupyter.slurm.scheduler import Scheduler
 from sh_jupyter.submitter.request import SessionRequest
 

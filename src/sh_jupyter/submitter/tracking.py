@@ -9,12 +9,7 @@ from collections.abc import Callable
 
 from sh_jupyter.errors import SchedulerUnavailable, SessionFailure
 from sh_jupyter.files import read_text
-from sh_jupyter.session import (
-    CONNECTION_FILE,
-    LOCAL_JOB_ID,
-    STATUS_FILE,
-    Status,
-)
+from sh_jupyter.session import CONNECTION_FILE, LOCAL_JOB_ID, STATUS_FILE, Status
 from sh_jupyter.slurm.jobs import JobView, Unknown
 from sh_jupyter.slurm.scheduler import Scheduler
 from sh_jupyter.slurm.watcher import JobWatcher

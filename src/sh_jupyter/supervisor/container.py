@@ -150,6 +150,17 @@ def exit_facts(client: PodmanClient, name: str) -> ExitFacts | None:
         return None
 
 
+def network_facts(client: PodmanClient, name: str) -> tuple[str, int, str] | None:
+    """The container's status, init pid and network namespace path (None if it is gone)."""
+    try:
+        attrs = client.containers.get(name).attrs
+    except NotFound:
+        return None
+    state = attrs.get("State", {})
+    return (str(state.get("Status", "")), int(state.get("Pid") or 0),
+            str((attrs.get("NetworkSettings") or {}).get("SandboxKey") or ""))
+
+
 def _facts(state: dict) -> ExitFacts:
     code = state.get("ExitCode")
     return ExitFacts(status=str(state.get("Status", "")),

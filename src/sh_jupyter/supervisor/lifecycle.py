@@ -15,24 +15,13 @@ import socket
 
 from sh_jupyter import gpu
 from sh_jupyter.config import Config
-from sh_jupyter.container.spec import (
-    HostMount,
-)
-from sh_jupyter.errors import (
-    EXIT_SESSION_FAILED,
-    ConnectionTimeout,
-    SessionFailure,
-)
+from sh_jupyter.container.spec import HostMount
+from sh_jupyter.errors import EXIT_SESSION_FAILED, ConnectionTimeout, SessionFailure
 from sh_jupyter.files import ensure_private_dir, read_text
 from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
-from sh_jupyter.session import (
-    STATUS_FILE,
-    Status,
-    container_name,
-    now_iso,
-)
+from sh_jupyter.session import STATUS_FILE, Status, container_name, now_iso
 from sh_jupyter.supervisor import follow
 from sh_jupyter.supervisor.phase import RunRequest, api_error
 from sh_jupyter.supervisor.podman_service import PodmanService

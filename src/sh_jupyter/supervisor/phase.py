@@ -14,17 +14,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sh_jupyter.config import Config
-from sh_jupyter.container.spec import (
-    HostMount,
-)
+from sh_jupyter.container.spec import HostMount
+from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import write_private
 from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
-from sh_jupyter.session import (
-    STATUS_FILE,
-    Status,
-    resolve_base_url,
-)
+from sh_jupyter.progress import say
+from sh_jupyter.session import STATUS_FILE, Status, resolve_base_url
 from sh_jupyter.supervisor import follow
 from sh_jupyter.supervisor.podman_service import PodmanService
 
@@ -103,3 +99,29 @@ class Phase:
     def _save(self, status: Status) -> None:
         self.status = status
         write_private(os.path.join(self.req.session_dir, STATUS_FILE), status.to_json())
+
+    def _release_service(self) -> None:
+        """Stop the API service while the session runs: conmon keeps the container."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.service is not None:
+            self.service.stop()
+
+    def _ensure_service(self) -> bool:
+        """Bring the API service (back) for the session's end; False if it cannot start."""
+        if self.service is None:
+            return False
+        if self.client is not None and self.service.alive():
+            return True
+        if self.client is not None:
+            say("the Podman API service died; starting it again")
+        try:
+            self.service.stop()  # whatever is left of a dead one: socket and log
+            self.service.start()
+            self.client = self.service.wait_ready()
+        except SessionFailure as exc:
+            say(f"could not start the Podman API service: {exc}")
+            self.client = None
+            return False
+        return True

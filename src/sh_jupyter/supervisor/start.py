@@ -12,17 +12,8 @@ from dataclasses import replace
 from sh_jupyter import gpu, launch
 from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
-from sh_jupyter.container.spec import (
-    SessionFacts,
-    create_kwargs,
-    host_mounts,
-    network_mode,
-)
-from sh_jupyter.errors import (
-    PortInUse,
-    SessionFailure,
-    UsageError,
-)
+from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts, network_mode
+from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
 from sh_jupyter.files import ensure_user_dir, read_text, write_private
 from sh_jupyter.progress import say
 from sh_jupyter.session import (

@@ -6,47 +6,36 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
+import psutil
+
 from sh_jupyter.container import exits
-from sh_jupyter.errors import (
-    SessionFailure,
-)
+from sh_jupyter.container.spec import network_mode
+from sh_jupyter.errors import SessionFailure
 from sh_jupyter.progress import say
-from sh_jupyter.session import (
-    now_iso,
-)
+from sh_jupyter.session import now_iso
 from sh_jupyter.supervisor import activity, follow, ports, readiness
 from sh_jupyter.supervisor.phase import Phase, podman_shell
+
+RETRY_INTERVAL = 5  # seconds from a failed health check to the next
+NETWORK_HELPERS = {"slirp4netns": ("slirp4netns",), "pasta": ("pasta", "passt", "pasta.avx2")}
+
+
+def helper_alive(mode: str, netns: str, uid: int) -> bool | None:
+    """Is the rootless network helper that serves this network namespace still running?
+    None when the mode has no helper of its own to look for."""
+    names = NETWORK_HELPERS.get(mode)
+    if not names:
+        return None
+    for proc in psutil.process_iter(["name", "uids", "cmdline"]):
+        info = proc.info
+        if info["name"] in names and info["uids"] and info["uids"].real == uid \
+                and any(netns in part for part in info["cmdline"] or ()):
+            return True
+    return False
 
 
 class Watching(Phase):
     """Running: sleep on conmon and the signal pipe, check health, end an idle session."""
-
-    # -- while it runs -----------------------------------------------------------------
-    def _release_service(self) -> None:
-        """Stop the API service while the session runs: conmon keeps the container."""
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.service is not None:
-            self.service.stop()
-
-    def _ensure_service(self) -> bool:
-        """Bring the API service (back) for the session's end; False if it cannot start."""
-        if self.service is None:
-            return False
-        if self.client is not None and self.service.alive():
-            return True
-        if self.client is not None:
-            say("the Podman API service died; starting it again")
-        try:
-            self.service.stop()  # whatever is left of a dead one: socket and log
-            self.service.start()
-            self.client = self.service.wait_ready()
-        except SessionFailure as exc:
-            say(f"could not start the Podman API service: {exc}")
-            self.client = None
-            return False
-        return True
 
     def _supervise(self) -> int:
         """Sleep until conmon exits or a signal comes; check JupyterLab's health meanwhile,
@@ -55,7 +44,10 @@ class Watching(Phase):
         interval = self.cfg["session.health_interval"]
         failures = 0
         while True:
-            next_check = time.monotonic() + interval
+            # After a failed check the next comes soon: the bound the docs state is
+            # health_interval + (health_failures - 1) x RETRY_INTERVAL (+ the probes' timeouts).
+            next_check = time.monotonic() + (min(interval, RETRY_INTERVAL) if failures
+                                             else interval)
             while not (self.stop_signal or self.watch.gone()) \
                     and time.monotonic() < next_check:
                 follow.wait(self.watch, self.signals, next_check - time.monotonic())
@@ -72,6 +64,9 @@ class Watching(Phase):
             if report is None and not readiness.api_answers(host, port, base):
                 failures += 1
                 say(f"health check failed ({failures} in a row): JupyterLab does not answer")
+                if failures >= self.cfg["session.health_failures"]:
+                    raise SessionFailure(f"JupyterLab stopped answering on port {port}: "
+                                         f"{self._what_is_dead()}")
                 continue
             failures = 0
             self._save(replace(self.status, checked_at=now_iso()))
@@ -82,6 +77,21 @@ class Watching(Phase):
                 say(f"JupyterLab is idle: {reason}")
                 self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
                 return 0
+
+    def _what_is_dead(self) -> str:
+        """What a session that stopped answering lost, for the card's one line."""
+        if not self._ensure_service():
+            return "JupyterLab does not answer, and Podman's API service could not be started"
+        facts = podman_shell().network_facts(self.client, self.name)
+        if facts is None:
+            return f"its container {self.name} is gone"
+        status, pid, netns = facts
+        if status != "running" or pid <= 0:
+            return f"its container is {status or 'not running'}"
+        mode = network_mode(self.cfg["podman.network"], self.podman_version, self.have_pasta)
+        if netns and helper_alive(mode, netns, self.req.uid) is False:
+            return f"its network helper ({mode}) is gone, so nothing reaches it"
+        return f"JupyterLab itself does not answer (its container runs, network {mode})"
 
     def _idle_for(self, host: str, report: dict) -> float | None:
         """Seconds idle when that reaches session.idle_timeout, else None."""

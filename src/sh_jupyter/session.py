@@ -19,7 +19,6 @@ STATUS_FILE = "status.json"
 CONNECTION_FILE = "connection.yml"
 LOG_FILE = "output.log"
 REQUEST_FILE = "request.json"
-SECRET_FILE = ".secret"
 LOCAL_JOB_ID = "local"  # the job id of a `run --local` session (no Slurm job)
 
 PHASES = ("Queued", "Starting", "Running", "Completed")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sh_jupyter import __version__, api, cli, config, users
+from sh_jupyter import __version__, api, cli, config, errors, users
 from sh_jupyter.errors import EXIT_USAGE
 from sh_jupyter.supervisor import lifecycle as supervisor
 
@@ -306,3 +306,22 @@ def test_run_local_uses_configured_sessions_dir(tmp_path: Path,
     assert cli.main(["--config", str(path), "run", "--local", "--session-id", SID]) == 7
     (sup,) = as_alice
     assert sup.req.session_dir == f"/srv/sessions/alice/{SID}"
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (errors.SchedulerUnavailable("squeue did not answer within 30 s"), 4),
+    (errors.SessionFailure("the session failed: JupyterLab exited"), 3),
+    (errors.UsageError("session", "zz", "must be a session id"), 2),
+])
+def test_each_branch_of_the_error_tree_has_its_exit_status(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        error: errors.ShJupyterError, status: int) -> None:
+    """"Unknown" is not "failed": a scheduler that gives no answer exits 4, never 3."""
+    def fail(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(api, "wait", fail)
+    monkeypatch.setattr(api, "find", lambda *_a, **_k: api.Session("s", "1", "/nowhere"))
+    assert cli.main(["wait", "0123"]) == status
+    captured = capsys.readouterr()
+    assert captured.err == f"sh-jupyter: {error}\n" and captured.out == ""

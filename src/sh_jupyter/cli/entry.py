@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from sh_jupyter import config as config_mod
 from sh_jupyter._version import __version__
-from sh_jupyter.errors import EXIT_SESSION_FAILED, EXIT_USAGE, SessionFailure, UsageError
+from sh_jupyter.errors import (
+    EXIT_SCHEDULER_UNAVAILABLE,
+    EXIT_SESSION_FAILED,
+    EXIT_USAGE,
+    SchedulerUnavailable,
+    SessionFailure,
+    UsageError,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,4 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SessionFailure as exc:
         sys.stderr.write(f"sh-jupyter: {exc}\n")
         return EXIT_SESSION_FAILED
+    except SchedulerUnavailable as exc:  # unknown, not failed: the session may well run
+        sys.stderr.write(f"sh-jupyter: {exc}\n")
+        return EXIT_SCHEDULER_UNAVAILABLE
 

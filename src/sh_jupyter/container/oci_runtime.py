@@ -20,7 +20,6 @@ from sh_jupyter.files import read_kernel_file as _read
 # What crun reads to skip setgroups(); Podman's CLI turns `--group-add keep-groups` into this
 # annotation client-side, so through the REST API it must be passed as an annotation.
 KEEP_GROUPS_ANNOTATION = "run.oci.keep_original_groups"
-RUNTIMES = ("auto", "crun", "runc")
 SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/usr/libexec/podman"
 
 _LOST = ("group-shared directories (e.g. a project's /safe_data/PROJECT) will be unreadable "

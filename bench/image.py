@@ -76,7 +76,7 @@ def variants(undo_dir: str) -> list[Variant]:
                 lost="classic-Notebook server extensions (none in the image)"),
         Variant("undone: PyPI extension manager", ours,
                 args=["--LabApp.extension_manager=pypi"],
-                lost="searching and installing extensions from pypi.org in the Extension "
+                lost="searching and installing extensions from PyPI in the Extension "
                      "Manager (`pip install` still works)"),
         Variant("candidate (not adopted): language-server autodetection off", ours,
                 args=["--LanguageServerManager.autodetect=False"], kind="candidate",

@@ -27,7 +27,7 @@ c.ServerApp.ip = "0.0.0.0"
 c.ServerApp.open_browser = False
 
 # The extension manager lists installed JupyterLab extensions but does not search or install
-# from PyPI: a trusted research environment has no business calling out to pypi.org, and the
+# from PyPI: a trusted research environment has no business calling out to PyPI, and the
 # PyPI manager's HTTP client costs start-up time (bench/image.py measures it). Users still
 # `pip install` packages (prebuilt JupyterLab extensions included) into /mnt/jupyter_host.
 c.LabApp.extension_manager = "readonly"

@@ -1,8 +1,8 @@
 """sh-jupyter's public Python API: what the `sh-jupyter` command does, for other launchers.
 
 Stable: the names in `__all__`, their parameters, the fields of `Session`, `Card` and
-`Connection`, and the CLI's JSON output change incompatibly only with a version bump (README,
-"Python API"). Everything else in the package is internal.
+`Connection`, and the CLI's JSON output change incompatibly only with a version bump
+(docs/integrators.md, "Stability"). Everything else in the package is internal.
 
 Two sides, as in Slurm itself:
   * submit side, run as the session's user on a host that shares the user's home directory

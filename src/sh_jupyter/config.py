@@ -2,7 +2,7 @@
 
 Like pyxis, unknown keys are errors (a typo must not silently fall back to a default). Every
 error names the file, the key, the value and what is allowed. The schema below is also the
-source of the README's configuration reference (`sh-jupyter config --reference`).
+source of the configuration reference in docs/configuration.md (`sh-jupyter config --reference`).
 """
 
 from __future__ import annotations
@@ -455,7 +455,7 @@ def load(cli_path: str | None = None, environ: dict[str, str] | None = None) -> 
 
 
 def reference_markdown() -> str:
-    """The configuration reference as a Markdown table (kept in the README)."""
+    """The configuration reference as a Markdown table (kept in docs/configuration.md)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for section, keys in SCHEMA.items():
         for name, key in keys.items():

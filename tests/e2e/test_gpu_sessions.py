@@ -155,7 +155,7 @@ def test_two_gpus_behind_a_taken_one_are_numbered_from_zero_inside(cfg, cleanup)
     sub, ready = bed.start(U1, cfg, cleanup, "--gpus", "2")
     mine = gpu_indices(sub["job_id"])
     assert len(mine) == 2 and taken not in mine
-    # Lesson 12: the job itself sees SLURM_JOB_GPUS with the node's ids and, under
+    # Indices lie: the job itself sees SLURM_JOB_GPUS with the node's ids and, under
     # ConstrainDevices, CUDA_VISIBLE_DEVICES renumbered; the container sees its own 0,1.
     ids = ",".join(map(str, sorted(mine)))
     assert f"SLURM_JOB_GPUS={ids}" in bed.session_log(sub["session_dir"])

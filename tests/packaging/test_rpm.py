@@ -41,7 +41,7 @@ VENV_BIN = "${SH_JUPYTER_BIN:-/opt/sh-jupyter/venv/bin/sh-jupyter}"
 RPM_PYTHON = "${SH_JUPYTER_PYTHON:-/usr/bin/python3}"
 RPM_BIN = "${SH_JUPYTER_BIN:-/usr/bin/sh-jupyter}"
 SITELIB_RE = re.compile(r"^/usr/lib/python3\.\d+/site-packages$")
-DOC_RE = re.compile(r"^/usr/share/doc/sh-jupyter(-[^/]+)?/README\.md$")
+DOC_RE = re.compile(r"^/usr/share/doc/sh-jupyter(-[^/]+)?/(README\.md|CHANGELOG\.md|docs(/.*)?)$")
 LICENSE_RE = re.compile(r"^/usr/share/licenses/sh-jupyter(-[^/]+)?/LICENSE$")
 
 
@@ -129,7 +129,8 @@ def test_file_list_has_everything(files: list[str], sitelib: str):
     expected += [CONFIG, TMPFILES, LOG_DIR]
     missing = sorted(set(expected) - set(files))
     assert not missing, f"not in the RPM: {missing}"
-    assert [f for f in files if DOC_RE.match(f)], "README.md is not packaged as %doc"
+    docs = {f.split("/sh-jupyter", 1)[1].split("/", 1)[1] for f in files if DOC_RE.match(f)}
+    assert {"README.md", "CHANGELOG.md", "docs/admin-guide.md"} <= docs, f"%doc has {docs}"
     assert [f for f in files if LICENSE_RE.match(f)], "LICENSE is not packaged as %license"
 
 
@@ -270,6 +271,6 @@ def test_payload_names_no_build_paths(payload: Path):
         if path.is_file():
             data = path.read_bytes()
             for needle in (b"BUILDROOT", b"sh-jupyter-rpm.", b"/opt/sh-jupyter/venv"):
-                if needle == b"/opt/sh-jupyter/venv" and path.name == "README.md":
-                    continue  # the README describes the test bed's venv
+                if needle == b"/opt/sh-jupyter/venv" and path.suffix == ".md":
+                    continue  # the docs describe the test bed's venv
                 assert needle not in data, f"{path.relative_to(payload)} contains {needle!r}"

@@ -1,5 +1,6 @@
 """The image as published in the shared store: the start-up trims are in force, they take away
-no more than the README says, and the versions launchers rely on are recorded in its labels."""
+no more than docs/admin-guide.md says, and the versions launchers rely on are recorded in its
+labels."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def test_labels_record_the_installed_versions_including_jupyterhub(testbed):
 
 
 def test_start_up_trims_are_in_force_and_lose_only_the_iri_format_checks(testbed):
-    """README "JupyterLab start-up": rfc3987-syntax is gone, so jsonschema has no `iri` checks
-    (and only those); notebook_shim is disabled; the default command exists."""
+    """docs/admin-guide.md, "The image: what it trims": rfc3987-syntax is gone, so jsonschema
+    has no `iri` checks (and only those); notebook_shim is disabled; the default command
+    exists."""
     script = (
         "import importlib.util, json, shutil, jsonschema\n"
         "checks = set(jsonschema.FormatChecker().checkers)\n"

@@ -63,7 +63,7 @@ def crun_refusal(facts: NodeFacts) -> str:
         return "crun is not installed"
     if facts.cgroup == "hybrid":
         return ("crun refuses cgroup v1 hybrid mode with controllers on the cgroup2 mount "
-                "(bind them to v1 hierarchies: see the README's admin steps)")
+                "(bind them to v1 hierarchies: see docs/admin-guide.md)")
     return ""
 
 

@@ -121,12 +121,12 @@ class Doctor:
         except SessionFailure as exc:
             self.add("oci-runtime", ERROR, str(exc), 'install crun (or set podman.runtime = '
                      '"auto"); on cgroup v1 hybrid hosts bind the controllers that sit on the '
-                     "cgroup2 mount to v1 hierarchies (README, Installing, step 3)")
+                     "cgroup2 mount to v1 hierarchies (docs/admin-guide.md, Installing, step 3)")
             return
         if self.choice.warning:
             self.add("oci-runtime", WARN, f"sessions use {self.choice.why}: "
                      f"{self.choice.warning}", "install crun; on cgroup v1 hybrid hosts bind "
-                     "the controllers on the cgroup2 mount to v1 hierarchies (README, "
+                     "the controllers on the cgroup2 mount to v1 hierarchies (docs/admin-guide.md, "
                      "Installing, step 3)" if self.choice.runtime == "runc"
                      else "set podman.keep_groups = true")
         else:

@@ -1,5 +1,5 @@
 """sh-jupyter's JupyterHub spawner (`pip install sh-jupyter[jupyterhub]`):
-`c.JupyterHub.spawner_class = "sh-jupyter"`. README, "Use from JupyterHub".
+`c.JupyterHub.spawner_class = "sh-jupyter"`. docs/integrators.md, "JupyterHub".
 
 The spawner class loads on first use, so the pure parts of this package import without
 JupyterHub installed.

@@ -60,7 +60,7 @@ class SHJupyterSpawner(Spawner):
     run_as = Command(
         help="Prefix that runs a command as the user; {username} is replaced. Default: "
         "runuser when the hub runs as root, else `sudo -n -u {username} --` (then sudoers must "
-        "allow exactly the sh-jupyter command; see the README).",
+        "allow exactly the sh-jupyter command; see docs/integrators.md).",
     ).tag(config=True)
 
     @default("run_as")

@@ -34,7 +34,7 @@ def _tool(name: str) -> str:
 
 def default_run_as(euid: int) -> tuple[str, ...]:
     """Root switches user with runuser (no password, no tty); anyone else with sudo, which
-    needs a sudoers rule for exactly the sh-jupyter command (README)."""
+    needs a sudoers rule for exactly the sh-jupyter command (docs/integrators.md)."""
     if euid == 0:
         return (_tool("runuser"), "-u", "{username}", "--")
     return (_tool("sudo"), "-n", "-u", "{username}", "--")

@@ -64,6 +64,7 @@ class JobWatcher:
         self._interval = backoff.start
         self._due = clock()
         self._failing_since: float | None = None
+        self.calls = 0  # squeue calls made
 
     def watch(self, job_id: str, user: str | None = None) -> None:
         """Follow a job from now on (`user`: its owner, name or uid, when known)."""
@@ -96,6 +97,10 @@ class JobWatcher:
         with self._lock:
             self._refresh()
 
+    def seconds_to_next(self) -> float:
+        with self._lock:
+            return max(0.0, self._due - self._clock())
+
     def failing_for(self) -> float:
         """Seconds since squeue started failing without a success since (0: it answers)."""
         with self._lock:
@@ -107,6 +112,7 @@ class JobWatcher:
             return
         owners = set(self._users.values())
         user = owners.pop() if len(owners) == 1 else None
+        self.calls += 1
         try:
             answer: dict[str, JobView] = dict(self.scheduler.states(ids, user))
         except SchedulerUnavailable as exc:

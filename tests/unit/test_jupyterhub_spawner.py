@@ -241,7 +241,7 @@ def test_the_user_side_process_never_gets_the_hubs_environment(monkeypatch):
     assert env == {"PATH": usercli.PATH, "HOME": "/home/alice", "USER": "alice",
                    "LOGNAME": "alice", "LANG": "C.UTF-8", "SLURM_CONF": "/etc/slurm/slurm.conf"}
     assert "proxy-secret" not in json.dumps(env)
-    assert usercli.default_run_as(0)[0] in ("/usr/sbin/runuser", "/sbin/runuser")
+    assert usercli.default_run_as(0)[0] in ("/usr/bin/setpriv", "/bin/setpriv")
 
 
 def test_a_user_side_failure_is_its_one_line_message():
@@ -259,3 +259,14 @@ def test_a_user_side_failure_is_its_one_line_message():
                               ("sh",), "", ())
     with pytest.raises(usercli.CLIError, match="could not run /no/such/runuser"):
         run(usercli.call(missing, "status"))
+
+
+def test_setpriv_names_the_user_by_ids():
+    """Root's default prefix is setpriv, which execs sh-jupyter itself: ending it is one signal
+    (runuser forwards a SIGTERM, then sleeps 2 s before it exits)."""
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    cli = usercli.UserCLI(me.pw_name, me.pw_dir, usercli.default_run_as(0), ("sh-jupyter",))
+    assert cli.argv("list")[1:] == [f"--reuid={me.pw_uid}", f"--regid={me.pw_gid}",
+                                    "--init-groups", "--", "sh-jupyter", "list"]

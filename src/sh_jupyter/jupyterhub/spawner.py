@@ -58,9 +58,10 @@ class SHJupyterSpawner(Spawner):
         return [_default_executable()]
 
     run_as = Command(
-        help="Prefix that runs a command as the user; {username} is replaced. Default: "
-        "runuser when the hub runs as root, else `sudo -n -u {username} --` (then sudoers must "
-        "allow exactly the sh-jupyter command; see docs/integrators.md).",
+        help="Prefix that runs a command as the user; {username}, {uid} and {gid} are "
+        "replaced. Default: `setpriv --reuid={uid} --regid={gid} --init-groups --` when the hub "
+        "runs as root, else `sudo -n -u {username} --` (then sudoers must allow exactly the "
+        "sh-jupyter command; see docs/integrators.md).",
     ).tag(config=True)
 
     @default("run_as")

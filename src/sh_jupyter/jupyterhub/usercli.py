@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,10 +34,13 @@ def _tool(name: str) -> str:
 
 
 def default_run_as(euid: int) -> tuple[str, ...]:
-    """Root switches user with runuser (no password, no tty); anyone else with sudo, which
-    needs a sudoers rule for exactly the sh-jupyter command (docs/integrators.md)."""
+    """Root switches user with setpriv (no password, no tty, no PAM session) and anyone else
+    with sudo, which needs a sudoers rule for exactly the sh-jupyter command
+    (docs/integrators.md). setpriv execs the command itself, so ending it is one signal to
+    sh-jupyter: util-linux's runuser forwards a SIGTERM and then sleeps 2 s before it exits,
+    which every spawn that closes its `wait` helper would pay."""
     if euid == 0:
-        return (_tool("runuser"), "-u", "{username}", "--")
+        return (_tool("setpriv"), "--reuid={uid}", "--regid={gid}", "--init-groups", "--")
     return (_tool("sudo"), "-n", "-u", "{username}", "--")
 
 
@@ -61,7 +65,17 @@ class UserCLI:
     pass_env: tuple[tuple[str, str], ...] = ()  # (name, value) from the hub, never secrets
 
     def argv(self, *args: str) -> list[str]:
-        prefix = [part.replace("{username}", self.username) for part in self.run_as]
+        """The command line; {username}, {uid} and {gid} in `run_as` name the user."""
+        names = {"{username}": self.username}
+        if any("{uid}" in part or "{gid}" in part for part in self.run_as):
+            pw = pwd.getpwnam(self.username)
+            names.update({"{uid}": str(pw.pw_uid), "{gid}": str(pw.pw_gid)})
+        prefix = []
+        for part in self.run_as:
+            expanded = part
+            for key, value in names.items():
+                expanded = expanded.replace(key, value)
+            prefix.append(expanded)
         config = ["--config", self.config_file] if self.config_file else []
         return [*prefix, *self.executable, *config, *args]
 
@@ -96,9 +110,9 @@ async def _start(cli: UserCLI, args: Sequence[str], stdin: bool):
 
 
 async def _end(proc, grace: float = 5.0) -> None:
-    """End a user-side process we no longer need (ours: we started it). SIGTERM first:
-    runuser and sudo pass it on to the user's process, while a SIGKILL would end only them and
-    leave that process behind."""
+    """End a user-side process we no longer need (ours: we started it). SIGTERM first: under
+    setpriv it reaches sh-jupyter itself, and sudo passes it on to the user's process, while a
+    SIGKILL would end only sudo and leave that process behind."""
     if proc.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):

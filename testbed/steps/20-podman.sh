@@ -148,11 +148,32 @@ EOF
 
 # --- the shared image store must exist and be readable ----------------------------------------
 # A missing or unreadable additional store is silently treated as empty ("image not known" at
-# run time), so create it world-readable now; the image build script fills it and re-applies a+rX.
+# run time), so create it world-readable now; the image build script fills it and keeps it so.
 install -d -m 0755 "$(dirname "$IMAGE_STORE")" "$IMAGE_STORE"
 for sub in overlay overlay-images overlay-layers; do
     install -d -m 0755 "$IMAGE_STORE/$sub"
 done
+
+# --- the store on a nodev,nosuid mount ---------------------------------------------------------
+# Every user can open the files of the store's layers on the host (they must be readable), so the
+# store must be a mount where a device node is not a device and a setuid bit is not a privilege,
+# should the image build's strip ever miss one. A site gives the store such a mount (README); the
+# bed bind-mounts the directory onto itself with nodev,nosuid, only when the mount holding it
+# lacks either flag. In a testbed/release userland this happens inside its own mount namespace.
+store_mount_options() {
+    findmnt -n -o TARGET,OPTIONS --target "$IMAGE_STORE" | tail -n 1
+}
+read -r store_mnt store_opts <<<"$(store_mount_options)"
+if [[ ,$store_opts, != *,nodev,* || ,$store_opts, != *,nosuid,* ]]; then
+    if [[ $store_mnt != "$IMAGE_STORE" ]]; then
+        mount --bind "$IMAGE_STORE" "$IMAGE_STORE"
+    fi
+    mount -o remount,bind,nodev,nosuid "$IMAGE_STORE"
+    read -r store_mnt store_opts <<<"$(store_mount_options)"
+    [[ ,$store_opts, == *,nodev,* && ,$store_opts, == *,nosuid,* ]] \
+        || die "could not make $IMAGE_STORE a nodev,nosuid mount (it has: $store_opts)"
+    log "mounted $IMAGE_STORE on itself with nodev,nosuid"
+fi
 
 # --- /dev/net/tun ------------------------------------------------------------------------------
 # devtmpfs resets the mode on every boot, so this is re-applied on each run.

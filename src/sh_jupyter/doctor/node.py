@@ -17,6 +17,7 @@ from sh_jupyter import config as config_mod
 from sh_jupyter.container import oci_runtime, podman_args
 from sh_jupyter.container.spec import network_mode
 from sh_jupyter.doctor import gpu as gpu_doctor
+from sh_jupyter.doctor import store as store_doctor
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
 from sh_jupyter.errors import SessionFailure, UsageError
 from sh_jupyter.paths import TemplateContext, expand_path
@@ -84,7 +85,7 @@ class Doctor:
                                             self.tun, self.rootless_tools]
         if self.me.pw_uid != 0:
             checks += [self.subids, self.runtime_dir, self.storage]
-        checks += [self.image]
+        checks += [self.image, self.store]
         if self.me.pw_uid != 0:
             checks.append(self.keep_groups)
         checks += [self.slurm, self.gpus]
@@ -252,6 +253,10 @@ class Doctor:
                      + (f" ({detail})" if detail else ""),
                      f"publish it: /usr/share/sh-jupyter/image/build --store {store} "
                      f"--tag {name}")
+
+    def store(self) -> None:
+        """The store's content and mount, as any local user can reach them on the host."""
+        store_doctor.check((self.cfg or config_mod.default())["image.store"], self.add)
 
     def slurm(self) -> None:
         conf, why = self.slurm_conf

@@ -168,7 +168,7 @@ def test_auto_network_follows_the_podman_version(version: str, have_pasta: bool,
     assert kw["ports"] == {f"{PORT}/tcp": ("0.0.0.0", PORT)}
 
 
-@pytest.mark.parametrize("mode", ["slirp4netns", "pasta", "host"])
+@pytest.mark.parametrize("mode", ["slirp4netns", "pasta"])
 def test_a_configured_network_wins_over_the_version(mode: str) -> None:
     facts = SessionFacts(ctx=CTX, port=PORT, podman_version="5.4.2", have_pasta=True)
     kw = build(config.parse(f'[podman]\nnetwork = "{mode}"\n'), facts=facts)
@@ -178,15 +178,6 @@ def test_a_configured_network_wins_over_the_version(mode: str) -> None:
 def test_podman_major() -> None:
     assert (podman_major("4.3.1"), podman_major("5.4.2"), podman_major("10.0")) == (4, 5, 10)
     assert (podman_major(""), podman_major("v5"), podman_major(" 5.1")) == (0, 0, 5)
-
-
-def test_host_network_binds_jupyter_on_bind_address() -> None:
-    cfg = config.parse('[podman]\nnetwork = "host"\n[network]\nbind_address = "10.1.2.3"\n')
-    kw = build(cfg)
-    assert kw["network_mode"] == "host"
-    assert "ports" not in kw
-    assert flag(kw["command"], "ip") == ["10.1.2.3"]
-    assert flag(kw["command"], "port") == [str(PORT)]
 
 
 # --- command -------------------------------------------------------------------------------

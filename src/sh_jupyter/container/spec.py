@@ -87,10 +87,10 @@ def jupyter_command(cfg: Config, port: int, base_url: str = "/",
                     command: tuple[str, ...] = ()) -> list[str]:
     """JupyterLab's command line; it carries no secret (the token travels in the environment)."""
     root, preferred = cfg["image.root_dir"], cfg["image.preferred_dir"]
-    host_net = cfg["podman.network"] == "host"
     cmd = [
-        *(command or cfg["image.command"]), "--allow-root", "--no-browser",
-        f"--ip={cfg['network.bind_address']}" if host_net else "--ip=0.0.0.0",
+        # Inside the container's own network namespace: the published port decides who
+        # reaches it (host networking is refused by the config).
+        *(command or cfg["image.command"]), "--allow-root", "--no-browser", "--ip=0.0.0.0",
         f"--port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={base_url}",
@@ -193,8 +193,9 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         kwargs["annotations"] = {KEEP_GROUPS_ANNOTATION: "1"}
     network = network_mode(cfg["podman.network"], facts.podman_version, facts.have_pasta)
     kwargs["network_mode"] = network
-    if network != "host":
-        kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
+    # The port is published by the session's own network helper (slirp4netns or pasta), bound
+    # before JupyterLab starts: no other user can take it between the choice and readiness.
+    kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
     if network == "slirp4netns":
         # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
         # session, and the published port is still refused when taken.

@@ -100,9 +100,9 @@ def check_base_url(v: str) -> str | None:
 
 
 # Variables sh-jupyter sets in the container itself: site config and launchers cannot override.
-OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
-            "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
-            "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+OWN_ENV = {"JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "HOME", "PATH", "PYTHONUSERBASE",
+            "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
+            "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
 # The job's GPU variables number the host's view (renumbered or not): never copied in.
 _GPU_ENV = {"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
             "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES",

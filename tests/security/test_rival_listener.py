@@ -90,8 +90,9 @@ with lock:
 '''
 
 
-def _free_block(count: int, start: int = 34100, end: int = 34900) -> int:
-    """The first port of `count` consecutive ports nobody listens on."""
+def _free_block(count: int, start: int = 36000, end: int = 36999) -> int:
+    """The first port of `count` consecutive ports nobody listens on (36000-36999: no other
+    suite uses them)."""
     for base in range(start, end, count):
         if all(bed_port_free(p) for p in range(base, base + count)):
             return base

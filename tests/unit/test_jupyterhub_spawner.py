@@ -372,10 +372,17 @@ def test_a_node_name_under_its_domain_or_resolving_alike_is_the_node(spawner, sc
 
 
 def test_the_route_waits_for_slurm_to_name_the_node(spawner, script):
-    """A Running card while squeue fails: the hub waits for Slurm's answer (an unknown node
-    is never taken on the user's word)."""
+    """A Running card while squeue fails, or while the poller's last look still says
+    PENDING: the hub waits for Slurm to name the node (never taking it on the user's word)."""
     script.cards = [running_card("http://node7:24680/user/root/lab")]
-    script.views = [jobs.Unknown("squeue failed"), jobs.Unknown("squeue failed"),
+    script.views = [jobs.Unknown("squeue failed"), job("PENDING", reason="Priority"),
                     job("RUNNING", node="node7")]
     assert run(spawner.start()) == "http://node7:24680"
     assert script.views == [job("RUNNING", node="node7")]
+
+
+def test_a_running_job_without_a_node_fails_the_spawn(spawner, script):
+    script.cards = [running_card("http://node7:24680/user/root/lab")]
+    script.views = [job("RUNNING")]
+    with pytest.raises(SpawnException, match="Slurm names no node for job 4711"):
+        run(spawner.start())

@@ -316,8 +316,8 @@ class SHJupyterSpawner(Spawner):
         """Where the proxy may send this user's requests: the card's host and port once the
         host is shown to be the job's node per Slurm (None: Slurm has not said yet)."""
         host, port = route_target(card.get("url"), self.server.base_url, self._ports)
-        if not isinstance(view, JobInfo) or jobs.has_ended(view):
-            return None
+        if not isinstance(view, JobInfo) or view.state != "RUNNING":
+            return None  # unknown, or the poller's last look predates the start: look again
         if not view.node:
             raise SpawnException(f"Slurm names no node for job {self.job_id}: the server's "
                                  f"host {host} cannot be checked", reason="bad-card")

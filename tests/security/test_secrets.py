@@ -20,7 +20,6 @@ import pytest
 import bed
 
 VICTIM, ATTACKER = bed.USERS[0], bed.USERS[1]
-HOOK_LOGS = "/var/log/sh-jupyter"
 
 # Run as the attacker; what to look for comes on stdin (never in argv, where ps shows it).
 LOOK_PY = r'''
@@ -102,7 +101,7 @@ def _look(s: dict, paths: list[str]) -> dict:
         fh.write(LOOK_PY)
     os.chmod(script, 0o644)
     job = {"secret": s["secret"], "victim_uid": s["uid"], "paths": paths,
-           "log_dirs": [HOOK_LOGS, "/tmp", "/var/tmp"]}
+           "log_dirs": ["/var/log", "/var/tmp"]}
     out = bed.as_user(ATTACKER, [bed.PYTHON, script], input=json.dumps(job))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -126,10 +125,10 @@ def test_another_user_finds_the_secret_in_no_argv_environment_file_or_log(runnin
     """As shjuser2, while shjuser1's session runs: read every process's command line, open
     /proc/PID/environ of each of shjuser1's processes (the supervisor, conmon, the network
     helper, the container's PID 1 and JupyterLab), read the session directory, connection.yml,
-    the job's output.log, the user's runtime and Podman socket directories, and every file
-    under /var/log/sh-jupyter, /tmp and /var/tmp. The secret is in no command line, no
-    environment can be opened (EACCES), no session file can be read, and no readable log
-    holds it."""
+    the job's output.log, the user's runtime and Podman socket directories, and every file it
+    can under /var/log (sh-jupyter's hooks.log, Slurm's) and /var/tmp. The secret is in no
+    command line, no environment can be opened (EACCES), no session file can be read, and no
+    readable log holds it."""
     s = running
     runtime = f"/run/user/{s['uid']}"
     session_dir = s["session_dir"]
@@ -148,8 +147,13 @@ def test_another_user_finds_the_secret_in_no_argv_environment_file_or_log(runnin
     assert found["paths"][os.path.join(session_dir, "connection.yml")] == "EACCES"
     leaks = [path for path, has in found["logs"] if has]
     assert not leaks, f"the secret is in files shjuser2 can read: {leaks}"
-    # The job's own output (shjuser1's to read) does not hold it either.
+    # The job's own output (shjuser1's to read) does not hold it either, nor does any log
+    # only root reads (slurmd's and slurmctld's among them): the secret never reaches Slurm.
     assert s["secret"] not in bed.session_log(session_dir)
+    for directory, _, files in os.walk("/var/log"):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as fh:
+                assert s["secret"].encode() not in fh.read(), os.path.join(directory, name)
 
 
 def test_no_process_of_the_session_keeps_the_secret_in_its_environment(running):

@@ -46,7 +46,11 @@ def create_spec(config: str, user: str, home: str, uid: int, session_id: str, po
     facts = SessionFacts(ctx, port, 0, 0, False, "/", ulimits,
                          keep_groups=runtime_choice(config).keep_groups,
                          podman_version=podman_version, have_pasta=pasta_installed(user_env))
-    return create_kwargs(cfg, facts, token, {}, host_mounts(cfg.mounts, ctx), present)
+    kwargs = create_kwargs(cfg, facts, {}, host_mounts(cfg.mounts, ctx), present)
+    # A bare `podman run` floor hands the token over in the environment (jupyter_server
+    # honours JUPYTER_TOKEN); a session mounts a config file instead (no file to manage here).
+    kwargs["environment"]["JUPYTER_TOKEN"] = token
+    return kwargs
 
 
 def api_answers(host: str, port: int, base_url: str = "/", timeout: float = 2.0) -> bool:

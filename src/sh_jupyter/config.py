@@ -54,6 +54,19 @@ def _one_of(*options: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in options else f"must be one of: {', '.join(options)}"
 
 
+def _network_mode(v: str) -> str | None:
+    """Host networking is refused: the session port would be JupyterLab's own socket on the
+    node, so another user who binds it first (its number is in ps) would get the readiness
+    probe's token and every browser's password. Podman's rootless networks hold the port in
+    the session's own helper from before JupyterLab starts."""
+    allowed = ("auto", "slirp4netns", "pasta")
+    if v in allowed:
+        return None
+    why = (" (host networking would hand the session's token to whichever user listens on "
+           "the port first)") if v == "host" else ""
+    return f"must be one of: {', '.join(allowed)}{why}"
+
+
 def _path_template(v: str) -> str | None:
     """An optional path template: empty means "not set" (Podman's default)."""
     return None if v == "" else _required_path_template(v)
@@ -87,9 +100,9 @@ def check_base_url(v: str) -> str | None:
 
 
 # Variables sh-jupyter sets in the container itself: site config and launchers cannot override.
-OWN_ENV = {"JUPYTER_TOKEN", "HOME", "PATH", "PYTHONUSERBASE", "JUPYTER_DATA_DIR",
-            "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
-            "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+OWN_ENV = {"JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "HOME", "PATH", "PYTHONUSERBASE",
+            "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
+            "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
 # The job's GPU variables number the host's view (renumbered or not): never copied in.
 _GPU_ENV = {"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
             "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES",
@@ -208,8 +221,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "(crun only), so group-shared project data is readable"),
         "network": Key("str", "auto", "container network mode. auto: Podman's own rootless "
                        "default, pasta from Podman 5 (slirp4netns is deprecated there) when it "
-                       "is installed, else slirp4netns", _one_of("auto", "slirp4netns", "pasta",
-                                                                  "host")),
+                       "is installed, else slirp4netns. Never host: the session's port would "
+                       "be JupyterLab's own socket, which any user can take first",
+                       _network_mode),
         "pids_limit": Key("int", 4096, "most processes in the container", _range(64, 1 << 22)),
         "shm_size": Key("str", "1g", "size of /dev/shm"),
         "cap_add": Key("list[str]", [], "capabilities added back after dropping all "

@@ -21,6 +21,7 @@ import os
 import pwd
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import urllib.request
@@ -239,9 +240,19 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     # view.html.erb: from connection.yml as OOD's YAML.safe_load reads it.
     assert out["connect"] == {"host": "node7.tre", "port": 24680, "password": password}
     view = out["view"]
-    assert (f'href="/node/node7.tre/24680/lab?token={password}"' in view
-            and "Connect to JupyterLab</a>" in view and 'target="_blank"' in view)
-    assert "<form" not in view  # no cross-site POST to /login (XSRF stays on)
+    # Connect posts the password to JupyterLab's login page: it is in the form's body only,
+    # never in a URL (proxy access logs, browser history, Referer).
+    assert ('<form action="/node/node7.tre/24680/login" method="post" target="_blank"' in view
+            and "Connect to JupyterLab</button>" in view)
+    assert f'<input type="hidden" name="password" value="{password}">' in view
+    assert f'<input type="hidden" name="token" value="{password}">' in view
+    assert '<input type="hidden" name="next" value="/node/node7.tre/24680/lab">' in view
+    assert "token=" not in view and "href=" not in view and "<a " not in view
+    # A hostile connection.yml cannot break out of the attribute or the form.
+    with open(conn, "w", encoding="utf-8") as fh:
+        fh.write(connection_yaml("node7.tre", 24680, '"><script>x</script>'))
+    view = render(FORM, session_id, staged, connection=conn, running=True)["view"]
+    assert "<script>" not in view and 'value="&quot;&gt;&lt;script&gt;' in view
 
     info = out["info"]
     assert "<strong>Connection timeout (s):</strong> 240" in info
@@ -297,6 +308,8 @@ class MiniOOD(ThreadingHTTPServer):
         self.prefix = f"/node/{host}/{port}/"
         self.upstream = ("127.0.0.1", port)
         self.forwarded: list[str] = []
+        # An access log as a portal's front proxy keeps one: every request line and header.
+        self.access_log: list[str] = []
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
 
     @property
@@ -325,6 +338,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
+        self.server.access_log.append(
+            "\n".join([self.requestline, *[f"{k}: {v}" for k, v in self.headers.items()]]))
         if self.path == "/":
             page = (b"<!doctype html><html><head><title>My Interactive Sessions</title></head>"
                     b"<body><div class=\"card-body\">" + self.server.card + b"</div></body></html>")
@@ -437,7 +452,21 @@ def _history(conn: dict, base_url: str) -> None:
             base_url)
 
 
+def _history_urls(profile: str) -> list[str]:
+    """The URLs in Chromium's own history database of that profile (written at its close)."""
+    path = os.path.join(profile, "Default", "History")
+    assert os.path.exists(path), f"Chromium kept no history at {path}"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute("SELECT url FROM urls")]
+    finally:
+        db.close()
+
+
 def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed):
+    """Connect from the card in a real browser, as a user would; the password only ever
+    travels in a POST body (as shjuser2 reading the portal proxy's access log or the user's
+    browser history, one would find no secret)."""
     cfg = bed.write_config(SITE)
     pw = pwd.getpwnam(U1)
     session_id = str(uuid.uuid4())
@@ -488,7 +517,7 @@ def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed)
         assert f"JupyterLab is running in Podman container {name}" in card["info"]
         assert "<strong>Connection timeout (s):</strong> 180" in card["info"]
 
-        # Without the token JupyterLab asks for a login: the button's token is what logs in.
+        # Without the secret JupyterLab asks for a login: the button's POST is what logs in.
         with urllib.request.urlopen(f"http://127.0.0.1:{conn['port']}/node/{conn['host']}/"
                                     f"{conn['port']}/lab", timeout=10) as resp:
             assert "/login" in resp.url and b'type="password"' in resp.read()
@@ -505,15 +534,32 @@ def test_ood_session_connects_in_a_browser_and_cancels_cleanly(browser, testbed)
             shot = ARTIFACTS / "ondemand-connect.png"
             if shot.exists():
                 shot.unlink()
+            profile = os.path.join(bed.shared_tempdir(), "chromium-profile")
             browser = subprocess.run(
-                ["node", str(DRIVER), proxy.url, str(shot)], capture_output=True, text=True,
-                check=False, timeout=180, env={**os.environ, "NODE_PATH": BROWSER_MODULES})
+                ["node", str(DRIVER), proxy.url, str(shot), profile], capture_output=True,
+                text=True, check=False, timeout=180,
+                env={**os.environ, "NODE_PATH": BROWSER_MODULES})
         finally:
             proxy.shutdown()
             proxy.server_close()
         assert browser.returncode == 0, browser.stderr
         result = json.loads(browser.stdout.strip().splitlines()[-1])
+        # Connect logged in by a POST of the password: no request line the portal's proxy
+        # logged, no Referer or other header an access log records, no URL the browser asked
+        # for and none in its history carries it. (JupyterLab's own API calls authenticate
+        # with an Authorization header, a credential header no access log records.)
+        secret = conn["password"]
         prefix = f"/node/{conn['host']}/{conn['port']}/"
+        lines = [e.split("\n")[0] for e in proxy.access_log]
+        assert f"POST {prefix}login HTTP/1.1" in lines
+        assert not [line for line in lines if secret in line], "the secret reached a URL"
+        headers = {h.split(": ", 1)[0] for e in proxy.access_log for h in e.split("\n")[1:]
+                   if secret in h}
+        assert headers <= {"Authorization"}, f"the secret is in headers {headers}"
+        assert not [r for r in result["requested"] if secret in r], result["requested"]
+        history = _history_urls(profile)
+        assert any(f"{prefix}lab" in u for u in history), history
+        assert not [u for u in history if secret in u], history
         assert result["landed"].startswith(f"{proxy.url.rstrip('/')}{prefix}lab"), result
         assert result["shell"] and result["started"], result
         assert HISTORY_NOTEBOOK in result["tabs"], result  # the workspace was restored

@@ -142,19 +142,12 @@ def test_session_logs_in_by_token_and_by_password_and_is_private(session):
     assert _form_login(port, secret) == (302, "/lab")
     assert _form_login(port, secret[::-1])[0] == 401
 
-    # The secret is nowhere in any process's argv, nor in the log; files are private.
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                assert secret.encode() not in fh.read(), f"secret in argv of pid {pid}"
-        except (FileNotFoundError, ProcessLookupError):
-            continue
+    # The secret is not in the log; files are private (what another user can reach, argv
+    # and environments included, is tests/security/test_secrets.py).
     assert secret not in s.log()
     assert bed.mode_of(s.session_dir) == 0o700
     assert bed.mode_of(os.path.join(s.session_dir, "connection.yml")) == 0o600
     assert bed.mode_of(os.path.join(s.session_dir, "status.json")) == 0o600
-    other = bed.as_user(bed.USERS[1], ["cat", os.path.join(s.session_dir, "connection.yml")])
-    assert other.returncode != 0
 
 
 def test_network_mode_follows_the_podman_version(session):

@@ -134,6 +134,18 @@ def test_invalid_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert "network.port_attempts = 0" in err
 
 
+def test_host_networking_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With host networking the session port is JupyterLab's own socket on the node, which
+    another user can bind first and so receive the readiness probe's token: refused (exit 2),
+    naming the field, the value and what is allowed, before anything starts."""
+    path = tmp_path / "site.toml"
+    path.write_text('[podman]\nnetwork = "host"\n', encoding="utf-8")
+    for argv in (["config"], ["run", "--local"]):
+        err = returns_usage(capsys, ["--config", str(path), *argv])
+        assert "podman.network = 'host'" in err, err
+        assert "auto, slirp4netns, pasta" in err and "token" in err, err
+
+
 def test_invalid_toml_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text("[network\nport_attempts = 0\n", encoding="utf-8")

@@ -109,7 +109,7 @@ def test_values_are_read() -> None:
         "[network]\n"
         "port_min = 30000\nport_max = 30010\n"
         "[podman]\n"
-        'network = "host"\n'
+        'network = "pasta"\n'
         'cap_add = ["cap_net_raw"]\n'
         "[image]\n"
         'base_url = "/node/x/8888/"\n',
@@ -120,7 +120,7 @@ def test_values_are_read() -> None:
     assert cfg["session.default_walltime"] == 3600
     assert cfg["session.idle_timeout"] == 3600
     assert (cfg["network.port_min"], cfg["network.port_max"]) == (30000, 30010)
-    assert cfg["podman.network"] == "host"
+    assert cfg["podman.network"] == "pasta"
     assert cfg["podman.cap_add"] == ["cap_net_raw"]
     assert cfg["image.base_url"] == "/node/x/8888/"
     # untouched keys keep their defaults
@@ -243,6 +243,7 @@ def test_out_of_range(text: str, field: str, shown: str) -> None:
     ("text", "field", "shown", "allowed_word"),
     [
         ('[podman]\nnetwork = "bridge"\n', "podman.network", "'bridge'", "slirp4netns"),
+        ('[podman]\nnetwork = "host"\n', "podman.network", "'host'", "pasta"),
         ('[podman]\nlimits = "sometimes"\n', "podman.limits", "'sometimes'", "auto"),
         ('[podman]\ncap_add = ["SYS_ADMIN"]\n', "podman.cap_add", "['SYS_ADMIN']", "SYS_ADMIN"),
         ('[session]\njob_name = ""\n', "session.job_name", "''", "letters"),

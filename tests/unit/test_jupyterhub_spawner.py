@@ -13,8 +13,10 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.spawner import SpawnException
 
+from sh_jupyter import config
 from sh_jupyter.errors import SchedulerUnavailable
 from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
+from sh_jupyter.jupyterhub.spawner import check_host, on_node, route_target
 from sh_jupyter.slurm.squeue_json import JobInfo
 
 TOKEN = "hub-api-token-4fJq9x"
@@ -87,7 +89,10 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Script:
 
 
 @pytest.fixture
-def spawner(script: Script) -> Spawner:
+def spawner(script: Script, tmp_path, monkeypatch: pytest.MonkeyPatch) -> Spawner:
+    site = tmp_path / "site.toml"  # the hub's site config names the session ports
+    site.write_text("[network]\nport_min = 20000\nport_max = 29999\n", encoding="utf-8")
+    monkeypatch.setenv(config.ENV_VAR, str(site))
     sp = Spawner(user=SimpleNamespace(name="root"), check_interval=0.001, cancel_timeout=5)
     sp._server = SimpleNamespace(base_url="/user/root/")
     sp.run_as = ["runuser", "-u", "{username}", "--"]
@@ -150,9 +155,9 @@ def test_a_job_that_dies_without_a_word_fails_the_spawn_with_the_cards_reason(sp
 
 def test_an_unknown_job_state_while_starting_keeps_waiting(spawner, script):
     script.cards = [False, False, {"status": "Running", "host": "n", "reason": "",
-                                   "url": "http://n:1/user/root/lab", "message": "m"}]
-    script.views = [jobs.Unknown("squeue failed: slurm_load_jobs error"), job("RUNNING")]
-    assert run(spawner.start()) == "http://n:1"
+                                   "url": "http://n:24001/user/root/lab", "message": "m"}]
+    script.views = [jobs.Unknown("squeue failed: slurm_load_jobs error"), job("RUNNING", node="n")]
+    assert run(spawner.start()) == "http://n:24001"
 
 
 def test_poll_keeps_a_server_whose_job_state_is_unknown(spawner, script):
@@ -270,3 +275,125 @@ def test_setpriv_names_the_user_by_ids():
     cli = usercli.UserCLI(me.pw_name, me.pw_dir, usercli.default_run_as(0), ("sh-jupyter",))
     assert cli.argv("list")[1:] == [f"--reuid={me.pw_uid}", f"--regid={me.pw_gid}",
                                     "--init-groups", "--", "sh-jupyter", "list"]
+
+
+# --- what the user-side CLI prints is the user's: checked before squeue or the proxy sees it --
+
+def running_card(url: str, host: str = "node7") -> dict:
+    return {"status": "Running", "host": host, "reason": "", "url": url, "message": "m"}
+
+
+@pytest.mark.parametrize("job_id", ["1; rm -rf /", "--help", "", "12a", "\uff11\uff12", "4711\n",
+                                    "12345678901", None, True, ["4711"], -5])
+def test_a_job_id_that_is_not_digits_fails_the_spawn(spawner, script, job_id, monkeypatch):
+    """As the user, make `submit --json` print a job id that is not one (the user shapes
+    what their own process prints): it never reaches squeue or the hub's state."""
+    async def call(cli, *args, stdin=None, timeout=120):
+        script.calls.append((cli.argv(*args), stdin))
+        if args[0] == "submit":
+            return {"job_id": job_id, "session_id": SID}
+        return {"cancelled": True}
+    monkeypatch.setattr(usercli, "call", call)
+    with pytest.raises(SpawnException, match="not a Slurm job id") as info:
+        run(spawner.start())
+    assert info.value.reason == "bad-card"
+    assert script.watched == set() and spawner.get_state() == {}
+    assert script.commands() == ["submit", "cancel"]  # the session made is not left behind
+
+
+@pytest.mark.parametrize("session_id", ["../../etc", "--config=/tmp/x", "", None, SID + "x"])
+def test_a_session_id_that_is_not_a_uuid_fails_the_spawn(spawner, script, session_id,
+                                                       monkeypatch):
+    async def call(cli, *args, stdin=None, timeout=120):
+        script.calls.append((cli.argv(*args), stdin))
+        return {"job_id": "4711", "session_id": session_id}
+    monkeypatch.setattr(usercli, "call", call)
+    with pytest.raises(SpawnException, match="no session id"):
+        run(spawner.start())
+    assert script.commands() == ["submit"] and spawner.get_state() == {}
+
+
+@pytest.mark.parametrize("url", [
+    "http://evil.example/x:24680/user/root/lab",   # a path in the host
+    "http://evil.example/:24680/user/root/lab",
+    "http://node7:0/user/root/lab",                 # port 0
+    "http://node7:70000/user/root/lab",             # past 65535
+    "http://node7:80a/user/root/lab",
+    "http://node7:80/user/root/lab",                # outside the site's session ports
+    "http://node7/user/root/lab",                   # no port
+    "https://node7:24680/user/root/lab",            # another scheme
+    "http://user:pw@node7:24680/user/root/lab",     # credentials in the URL
+    "http://node7:24680/user/other/lab",            # another server's path
+    "http://node7:24680//evil.example/lab",
+    "http://node7:24680/user/root/lab?x=1",
+    "http://node7:24680/user/root/lab\r\nSet-Cookie: a=b",
+    "http://evil/",
+    "javascript:alert(1)",
+    "",
+    None,
+    24680,
+])
+def test_a_card_url_that_is_not_this_servers_fails_the_spawn(spawner, script, url):
+    """As the user, rewrite the session's status file so the Running card points somewhere
+    else (another host, a path, a port outside the session range): the spawn fails with a
+    clear message and the proxy is never routed there."""
+    script.cards = [running_card(url)]
+    script.views = [job("RUNNING", node="node7")]
+    with pytest.raises(SpawnException) as info:
+        run(spawner.start())
+    assert info.value.reason == "bad-card", info.value.message
+    assert "cancel" in script.commands()
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", "a b", "-node7", "node7:80", "x" * 300,
+                                  "node7\n", "[::1]", "::g"])
+def test_a_malformed_host_is_refused(host):
+    with pytest.raises(SpawnException, match="not a host name or IP"):
+        check_host(host)
+
+
+def test_well_formed_hosts_and_urls_pass():
+    assert check_host("node7") == "node7" and check_host("n-1.cluster.example") == \
+        "n-1.cluster.example"
+    assert check_host("10.1.2.3") == "10.1.2.3" and check_host("fe80::1") == "fe80::1"
+    assert route_target("http://node7:24680/user/root/lab", "/user/root/",
+                        (20000, 29999)) == ("node7", 24680)
+    assert route_target("http://::1:24680/user/root/lab", "/user/root/",
+                        (20000, 29999)) == ("::1", 24680)
+
+
+def test_the_route_must_be_the_jobs_node_per_slurm(spawner, script):
+    """As the user, point the Running card at another node (say one where another user's
+    server or an internal service listens in the session port range): Slurm runs the job
+    elsewhere, so the spawn fails."""
+    script.cards = [running_card("http://node9:24680/user/root/lab", host="node9")]
+    script.views = [job("RUNNING", node="node7")]
+    with pytest.raises(SpawnException, match="Slurm runs job 4711 on node7"):
+        run(spawner.start())
+
+
+def test_a_node_name_under_its_domain_or_resolving_alike_is_the_node(spawner, script):
+    assert on_node("node7.cluster.example", "node7") and on_node("NODE7", "node7")
+    assert on_node("localhost", "127.0.0.1")  # both resolve to the loopback address
+    assert not on_node("node77", "node7") and not on_node("node7", "node[7-8]")
+    assert not on_node("node7", "")
+    script.cards = [running_card("http://127.0.0.1:24680/user/root/lab", host="127.0.0.1")]
+    script.views = [job("RUNNING", node="localhost")]
+    assert run(spawner.start()) == "http://127.0.0.1:24680"
+
+
+def test_the_route_waits_for_slurm_to_name_the_node(spawner, script):
+    """A Running card while squeue fails, or while the poller's last look still says
+    PENDING: the hub waits for Slurm to name the node (never taking it on the user's word)."""
+    script.cards = [running_card("http://node7:24680/user/root/lab")]
+    script.views = [jobs.Unknown("squeue failed"), job("PENDING", reason="Priority"),
+                    job("RUNNING", node="node7")]
+    assert run(spawner.start()) == "http://node7:24680"
+    assert script.views == [job("RUNNING", node="node7")]
+
+
+def test_a_running_job_without_a_node_fails_the_spawn(spawner, script):
+    script.cards = [running_card("http://node7:24680/user/root/lab")]
+    script.views = [job("RUNNING")]
+    with pytest.raises(SpawnException, match="Slurm names no node for job 4711"):
+        run(spawner.start())

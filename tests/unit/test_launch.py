@@ -82,5 +82,5 @@ def test_spec_takes_the_launchers_command_and_environment():
     assert "--ServerApp.base_url=/user/a/" in cmd
     facts = SessionFacts(TemplateContext("a", "/home/a", 1000, "s", "1"), 20001,
                          extra_env={"JUPYTERHUB_API_TOKEN": "t"})
-    env = environment(cfg, facts, "secret", {}, [])
-    assert env["JUPYTERHUB_API_TOKEN"] == "t" and env["JUPYTER_TOKEN"] == "secret"
+    env = environment(cfg, facts, {}, [])
+    assert env["JUPYTERHUB_API_TOKEN"] == "t" and "JUPYTER_TOKEN" not in env

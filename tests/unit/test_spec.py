@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -10,6 +11,7 @@ from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
 from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.spec import (
+    AUTH_TARGET,
     LABEL_JOB,
     LABEL_SESSION,
     LABEL_USER,
@@ -21,6 +23,7 @@ from sh_jupyter.container.spec import (
     host_mounts,
     jupyter_command,
     podman_major,
+    server_auth_config,
 )
 from sh_jupyter.errors import UsageError
 from sh_jupyter.paths import TemplateContext
@@ -29,6 +32,7 @@ from sh_jupyter.session import resolve_base_url
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
 SECRET = "Zq3-very_secret-token-value-0123456789abcdef"
 PORT = 23456
+AUTH_DIR = "/run/user/1234/sh-jupyter/0b7e4c1a.auth"
 CTX = TemplateContext(user="alice", home="/home/alice", uid=1234, session_id=SID, job_id="4242")
 PERSIST_SOURCE = "/home/alice/.local/share/ondemand/apps/jupyter_app"
 SCRATCH_SOURCE = f"/var/tmp/sh-jupyter-alice/scratch/{SID}"
@@ -42,7 +46,7 @@ def build(cfg: Config | None = None, *, facts: SessionFacts | None = None,
     mounts = host_mounts(cfg.mounts, facts.ctx)
     if present is None:
         present = {m.source for m in mounts}
-    return create_kwargs(cfg, facts, SECRET, job_env or {}, mounts, present)
+    return create_kwargs(cfg, facts, job_env or {}, mounts, present)
 
 
 def flag(command: list[str], name: str) -> list[str]:
@@ -75,14 +79,20 @@ def test_labels() -> None:
 
 # --- the secret ----------------------------------------------------------------------------
 
-def test_secret_is_in_the_environment_only() -> None:
-    kw = build()
-    assert kw["environment"]["JUPYTER_TOKEN"] == SECRET
-    assert not any(SECRET in arg for arg in kw["command"])
-    rest = {k: v for k, v in kw.items() if k != "environment"}
-    assert SECRET not in repr(rest)
-    # the token is in exactly one environment variable
-    assert [k for k, v in kw["environment"].items() if SECRET in v] == ["JUPYTER_TOKEN"]
+def test_the_token_is_a_config_file_never_the_environment() -> None:
+    """The container's PID 1 and JupyterLab would keep an environment variable for the
+    session's life (/proc/1/environ, readable by user code inside): the token is a jupyter_server
+    config file instead, in a directory mounted read-only and named by JUPYTER_CONFIG_PATH."""
+    kw = build(facts=SessionFacts(ctx=CTX, port=PORT, auth_dir=AUTH_DIR))
+    env = kw["environment"]
+    assert "JUPYTER_TOKEN" not in env and env["JUPYTER_CONFIG_PATH"] == AUTH_TARGET
+    assert {"type": "bind", "source": AUTH_DIR, "target": AUTH_TARGET, "read_only": True} \
+        in kw["mounts"]
+    assert json.loads(server_auth_config(SECRET)) == {"IdentityProvider": {"token": SECRET}}
+    # A launcher authenticating by itself (JupyterHub) gets neither.
+    kw = build(facts=SessionFacts(ctx=CTX, port=PORT))
+    assert "JUPYTER_CONFIG_PATH" not in kw["environment"]
+    assert AUTH_TARGET not in [m["target"] for m in kw["mounts"]]
 
 
 def test_command_has_no_token_or_password_options() -> None:
@@ -168,7 +178,7 @@ def test_auto_network_follows_the_podman_version(version: str, have_pasta: bool,
     assert kw["ports"] == {f"{PORT}/tcp": ("0.0.0.0", PORT)}
 
 
-@pytest.mark.parametrize("mode", ["slirp4netns", "pasta", "host"])
+@pytest.mark.parametrize("mode", ["slirp4netns", "pasta"])
 def test_a_configured_network_wins_over_the_version(mode: str) -> None:
     facts = SessionFacts(ctx=CTX, port=PORT, podman_version="5.4.2", have_pasta=True)
     kw = build(config.parse(f'[podman]\nnetwork = "{mode}"\n'), facts=facts)
@@ -178,15 +188,6 @@ def test_a_configured_network_wins_over_the_version(mode: str) -> None:
 def test_podman_major() -> None:
     assert (podman_major("4.3.1"), podman_major("5.4.2"), podman_major("10.0")) == (4, 5, 10)
     assert (podman_major(""), podman_major("v5"), podman_major(" 5.1")) == (0, 0, 5)
-
-
-def test_host_network_binds_jupyter_on_bind_address() -> None:
-    cfg = config.parse('[podman]\nnetwork = "host"\n[network]\nbind_address = "10.1.2.3"\n')
-    kw = build(cfg)
-    assert kw["network_mode"] == "host"
-    assert "ports" not in kw
-    assert flag(kw["command"], "ip") == ["10.1.2.3"]
-    assert flag(kw["command"], "port") == [str(PORT)]
 
 
 # --- command -------------------------------------------------------------------------------
@@ -389,9 +390,8 @@ def test_no_persistence_variables_when_the_persistent_mount_is_absent() -> None:
 def test_environment_function_directly() -> None:
     cfg = config.default()
     facts = SessionFacts(ctx=CTX, port=PORT)
-    env = environment(cfg, facts, "tok", {"no_proxy": "localhost"}, [])
+    env = environment(cfg, facts, {"no_proxy": "localhost"}, [])
     assert env == {
-        "JUPYTER_TOKEN": "tok",
         "HOME": "/root",
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SH_JUPYTER_SESSION_ID": SID,
@@ -447,12 +447,11 @@ def test_the_jobs_gpus_are_cdi_devices_with_the_containers_own_numbering() -> No
                        '[gpu]\nvisible_variables = ["CUDA_VISIBLE_DEVICES"]\n')
     gpus = Assignment(("nvidia.com/gpu=GPU-a", "nvidia.com/gpu=GPU-b"),
                       container_environment(2, cfg["gpu.visible_variables"]))
-    facts = SessionFacts(ctx=CTX, port=PORT)
+    facts = SessionFacts(ctx=CTX, port=PORT, auth_dir=AUTH_DIR)
     mounts = host_mounts(cfg.mounts, CTX)
-    kw = create_kwargs(cfg, facts, SECRET, {"CUDA_VISIBLE_DEVICES": "0,1",
-                                            "SLURM_JOB_GPUS": "1,3"},
+    kw = create_kwargs(cfg, facts, {"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_JOB_GPUS": "1,3"},
                        mounts, {m.source for m in mounts}, gpus)
     assert kw["devices"] == ["/dev/fuse", "nvidia.com/gpu=GPU-a", "nvidia.com/gpu=GPU-b"]
     env = kw["environment"]
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
-    assert "SLURM_JOB_GPUS" not in env and env["JUPYTER_TOKEN"] == SECRET
+    assert "SLURM_JOB_GPUS" not in env and env["JUPYTER_CONFIG_PATH"] == AUTH_TARGET

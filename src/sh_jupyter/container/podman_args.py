@@ -34,6 +34,12 @@ def service_socket(cfg: Config, ctx: TemplateContext) -> str:
     return f"{expand_path(cfg['podman.socket_dir'], ctx)}/{ctx.session_id[:8]}.sock"
 
 
+def auth_dir(cfg: Config, ctx: TemplateContext) -> str:
+    """Where the session's token waits for JupyterLab to read it: beside the API socket, in
+    the user's private runtime dir on the node (a tmpfs; never the possibly shared home)."""
+    return f"{expand_path(cfg['podman.socket_dir'], ctx)}/{ctx.session_id[:8]}.auth"
+
+
 def for_user(cfg: Config, ctx: TemplateContext) -> list[str]:
     """The global options for this user's podman, from the site config."""
     def path(key: str) -> str:

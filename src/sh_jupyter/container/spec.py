@@ -6,6 +6,7 @@ unit tests field by field, and the Podman shell only passes it on.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,18 @@ LABEL_USER = "sh-jupyter.user"
 LABEL_VERSION = "sh-jupyter.version"
 PERSIST_TARGET = "/mnt/jupyter_host"
 TMPFS = (("/root", "0700"), ("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777"))
+# The token reaches JupyterLab as a jupyter_server config file in a directory of the node's
+# runtime dir, mounted read-only here and named by JUPYTER_CONFIG_PATH. Not the environment:
+# PID 1 and the server would keep it in /proc/PID/environ for the session's life (user code
+# inside reads /proc/1/environ). The supervisor deletes the file once JupyterLab answers.
+AUTH_TARGET = "/run/sh-jupyter-auth"
+AUTH_FILE = "jupyter_server_config.json"
+
+
+def server_auth_config(secret: str) -> str:
+    """The auth config file's text: the session's token (jupyter_server 2's IdentityProvider;
+    with it the same secret is the login page's password)."""
+    return json.dumps({"IdentityProvider": {"token": secret}})
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,9 @@ class SessionFacts:
     # what podman.network = "auto" resolves with.
     podman_version: str = ""
     have_pasta: bool = False
+    # The node directory holding AUTH_FILE (the token), mounted at AUTH_TARGET; "" for a
+    # launcher that authenticates by itself.
+    auth_dir: str = ""
 
 
 def podman_major(version: str) -> int:
@@ -87,10 +103,10 @@ def jupyter_command(cfg: Config, port: int, base_url: str = "/",
                     command: tuple[str, ...] = ()) -> list[str]:
     """JupyterLab's command line; it carries no secret (the token travels in the environment)."""
     root, preferred = cfg["image.root_dir"], cfg["image.preferred_dir"]
-    host_net = cfg["podman.network"] == "host"
     cmd = [
-        *(command or cfg["image.command"]), "--allow-root", "--no-browser",
-        f"--ip={cfg['network.bind_address']}" if host_net else "--ip=0.0.0.0",
+        # Inside the container's own network namespace: the published port decides who
+        # reaches it (host networking is refused by the config).
+        *(command or cfg["image.command"]), "--allow-root", "--no-browser", "--ip=0.0.0.0",
         f"--port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={base_url}",
@@ -110,9 +126,10 @@ def jupyter_command(cfg: Config, port: int, base_url: str = "/",
     return cmd
 
 
-def environment(cfg: Config, facts: SessionFacts, secret: str,
-                job_env: Mapping[str, str], mounts: list[HostMount]) -> dict[str, str]:
-    """The container's environment: the token, the proxies, and where user state persists.
+def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
+                mounts: list[HostMount]) -> dict[str, str]:
+    """The container's environment: where the token's config is, the proxies, and where user
+    state persists. It holds no secret of sh-jupyter's (a launcher's own may be in extra_env).
 
     With the root filesystem read-only, pip falls back to a user install, so PYTHONUSERBASE on
     the persistent mount makes `pip install` survive into the next session (the app tells
@@ -120,13 +137,14 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
     """
     env = {
         **facts.extra_env,
-        "JUPYTER_TOKEN": secret,
         "HOME": "/root",
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SH_JUPYTER_SESSION_ID": facts.ctx.session_id,
     }
     if facts.ctx.job_id and facts.ctx.job_id != "local":
         env["SLURM_JOB_ID"] = facts.ctx.job_id
+    if facts.auth_dir:
+        env["JUPYTER_CONFIG_PATH"] = AUTH_TARGET
     if any(m.target == PERSIST_TARGET for m in mounts):
         env.update({
             "PYTHONUSERBASE": f"{PERSIST_TARGET}/.local",
@@ -150,10 +168,11 @@ def labels(facts: SessionFacts) -> dict[str, str]:
     }
 
 
-def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
+def create_kwargs(cfg: Config, facts: SessionFacts,
                   job_env: Mapping[str, str], mounts: list[HostMount],
                   present: set[str], gpus: Assignment | None = None) -> dict:
-    """podman-py `containers.create` arguments for this session.
+    """podman-py `containers.create` arguments for this session (no secret of its own in
+    them: the token is in the file under `facts.auth_dir`).
 
     `present` is the set of mount sources that exist; optional mounts outside it are left out.
     `gpus` are the job's GPUs (`gpu.for_job`): CDI device names, which Podman's API resolves
@@ -161,7 +180,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
     """
     port = facts.port
     gpus = gpus or Assignment((), container_environment(0, cfg["gpu.visible_variables"]))
-    env = environment(cfg, facts, secret, job_env, [m for m in mounts if m.source in present])
+    env = environment(cfg, facts, job_env, [m for m in mounts if m.source in present])
     env.update(gpus.environment)
     kwargs: dict = {
         "image": cfg["image.name"],
@@ -175,7 +194,9 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         # Read-only root (needed for images in the shared store): writable tmpfs where
         # JupyterLab and runc write. The API does not add --read-only-tmpfs mounts itself.
         + [{"type": "tmpfs", "source": "tmpfs", "target": t, "mode": mode}
-           for t, mode in TMPFS],
+           for t, mode in TMPFS]
+        + ([{"type": "bind", "source": facts.auth_dir, "target": AUTH_TARGET,
+             "read_only": True}] if facts.auth_dir else []),
         "read_only": True,
         "working_dir": "/root",
         # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.
@@ -193,8 +214,9 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         kwargs["annotations"] = {KEEP_GROUPS_ANNOTATION: "1"}
     network = network_mode(cfg["podman.network"], facts.podman_version, facts.have_pasta)
     kwargs["network_mode"] = network
-    if network != "host":
-        kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
+    # The port is published by the session's own network helper (slirp4netns or pasta), bound
+    # before JupyterLab starts: no other user can take it between the choice and readiness.
+    kwargs["ports"] = {f"{port}/tcp": (cfg["network.bind_address"], port)}
     if network == "slirp4netns":
         # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
         # session, and the published port is still refused when taken.

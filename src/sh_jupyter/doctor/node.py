@@ -183,7 +183,7 @@ class Doctor:
         cfg = self.cfg or config_mod.default()
         mode = network_mode(cfg["podman.network"], self.podman_version,
                             podman_args.pasta_installed({"PATH": "/usr/bin:/usr/sbin:/bin"}))
-        tools = [t for t in (mode, "newuidmap", "newgidmap", "conmon") if t != "host"]
+        tools = [mode, "newuidmap", "newgidmap", "conmon"]
         missing = [t for t in tools
                    if not shutil.which(t, path="/usr/bin:/usr/sbin:/usr/libexec/podman:/bin")]
         if missing:

@@ -15,26 +15,102 @@ only asks Slurm about job states.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import pwd
+import re
 import shutil
+import socket
 import sys
 import time
-from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException
 from jupyterhub.traitlets import Command
 from traitlets import Float, Integer, List, Unicode, default
 
+from sh_jupyter import config as config_mod
 from sh_jupyter.config import OWN_ENV
 from sh_jupyter.errors import UsageError
 from sh_jupyter.jupyterhub import jobs, usercli
 from sh_jupyter.launch import check_env
+from sh_jupyter.session import is_session_id
 from sh_jupyter.slurm.squeue_json import JobInfo
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
 USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")
+
+# What the user-side CLI prints is the user's to shape (it reads files in their home), so the
+# hub checks every value before it passes one to squeue or routes its proxy to it.
+_JOB_ID = re.compile(r"[0-9]{1,10}")  # Slurm job ids are 32-bit
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_CARD_URL = re.compile(r"http://(?P<host>[^/?#@\[\]]+):(?P<port>[0-9]{1,5})(?P<path>/[^?#]*)")
+
+
+def check_job_id(value: object) -> str:
+    """A Slurm job id: digits only (it goes to squeue and into the hub's state)."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not _JOB_ID.fullmatch(text):
+        raise SpawnException(f"the session's job id {str(value)[:40]!r} is not a Slurm job id "
+                             "(digits only)", reason="bad-card")
+    return text
+
+
+def check_host(value: object) -> str:
+    """A host name or IP address, nothing that could carry a path, a user or a port."""
+    text = value if isinstance(value, str) else ""
+    if len(text) <= 253 and _HOSTNAME.fullmatch(text):
+        return text
+    if ":" in text:
+        try:
+            return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            pass
+    raise SpawnException(f"the session's host {str(value)[:80]!r} is not a host name or IP "
+                         "address", reason="bad-card")
+
+
+def route_target(url: object, base_url: str, ports: tuple[int, int]) -> tuple[str, int]:
+    """Host and port of a Running card's URL, which must be exactly what the supervisor
+    writes for this server (`http://HOST:PORT{base_url}lab`, a port of the site's session
+    range); anything else fails the spawn before the proxy routes to it."""
+    text = url if isinstance(url, str) else ""
+    found = _CARD_URL.fullmatch(text) if text.isascii() and text.isprintable() else None
+    if not found or found["path"] != f"{base_url}lab":
+        raise SpawnException(f"the session's URL {text[:120]!r} is not this server's "
+                             f"(http://HOST:PORT{base_url}lab)", reason="bad-card")
+    host, port = check_host(found["host"]), int(found["port"])
+    if not ports[0] <= port <= ports[1]:
+        raise SpawnException(f"the session's port {port} is outside the site's session ports "
+                             f"{ports[0]}-{ports[1]}", reason="bad-card")
+    return host, port
+
+
+def _shown(host: object) -> str:
+    """A card's host for a progress message: only a well-formed one is repeated."""
+    try:
+        return check_host(host)
+    except SpawnException:
+        return "its node"
+
+
+def on_node(host: str, node: str) -> bool:
+    """True when `host` names the job's node (per Slurm): the node's name, a domain name
+    under it, or a name or address that resolves to one of the node's addresses."""
+    host, node = host.lower().rstrip("."), node.lower()
+    if not node or not _HOSTNAME.fullmatch(node):
+        return False  # no node, or a node list: nothing to match
+    if host == node or host.startswith(node + "."):
+        return True
+
+    def addresses(name: str) -> set[str]:
+        try:
+            return {info[4][0] for info in socket.getaddrinfo(name, None)}
+        except (OSError, UnicodeError):
+            return set()
+    mine = addresses(host)
+    return bool(mine) and bool(mine & addresses(node))
 
 
 def _default_executable() -> str:
@@ -116,6 +192,7 @@ class SHJupyterSpawner(Spawner):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._starting = False
+        self._ports = (0, -1)  # the site's session ports, read at each start
         self._events: list[dict] = []
         self._news = asyncio.Event()
 
@@ -200,13 +277,23 @@ class SHJupyterSpawner(Spawner):
     async def start(self) -> str:
         self._events = []
         cli = self._cli()
+        self._ports = self._session_ports()
         try:
             done = await usercli.call(cli, "submit", "--stdin", "--json",
                                       stdin=json.dumps(self.session_request()))
         except usercli.CLIError as exc:
             raise SpawnException(f"the session was not submitted: {exc}",
                                  reason="submit") from None
-        self.job_id, self.session_id = str(done["job_id"]), str(done["session_id"])
+        session_id = done.get("session_id") if isinstance(done, dict) else None
+        if not isinstance(session_id, str) or not is_session_id(session_id):
+            raise SpawnException(f"the submit printed no session id: {str(done)[:120]!r}",
+                                 reason="bad-card")
+        self.session_id = session_id
+        try:
+            self.job_id = check_job_id(done.get("job_id"))
+        except SpawnException:
+            await self._cancel(cli)  # a session was made: never leave it behind
+            raise
         self._event(10, f"Queued: Slurm job {self.job_id} submitted "
                         f"(session {self.session_id})")
         self._starting = True
@@ -218,29 +305,65 @@ class SHJupyterSpawner(Spawner):
         finally:
             self._starting = False
 
+    def _session_ports(self) -> tuple[int, int]:
+        """The site's session port range (the config the user-side commands get too)."""
+        try:
+            cfg = config_mod.load(self.config_file or None)
+        except UsageError as exc:
+            raise SpawnException(f"the sh-jupyter site config: {exc}", reason="config") from None
+        return cfg["network.port_min"], cfg["network.port_max"]
+
+    async def _route(self, card: dict, view: jobs.JobView) -> str | None:
+        """Where the proxy may send this user's requests: the card's host and port once the
+        host is shown to be the job's node per Slurm (None: Slurm has not said yet)."""
+        host, port = route_target(card.get("url"), self.server.base_url, self._ports)
+        if not isinstance(view, JobInfo) or view.state != "RUNNING":
+            return None  # unknown, or the poller's last look predates the start: look again
+        if not view.node:
+            raise SpawnException(f"Slurm names no node for job {self.job_id}: the server's "
+                                 f"host {host} cannot be checked", reason="bad-card")
+        same = await asyncio.get_running_loop().run_in_executor(None, on_node, host, view.node)
+        if not same:
+            raise SpawnException(f"the session says its server is on {host}, but Slurm runs "
+                                 f"job {self.job_id} on {view.node}", reason="bad-card")
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
     async def _until_running(self, cli: usercli.UserCLI) -> str:
         """Follow the session's status file (as the user) and the job (through the poller)
-        until the server answers; fail at once when the session or its job ends first."""
+        until the server answers; fail at once when the session or its job ends first.
+        The server's address is the user's to write, so it is checked against Slurm's own
+        record of the job's node before the proxy is routed to it."""
         follower = await usercli.follow(cli, self.session_id)
         said: set[str] = set()  # the steps already reported
         queue_reason = ""
+        running: dict | None = None  # the Running card, until Slurm confirms its node
         try:
             while True:
                 card = await follower.next(self.check_interval)
-                if card is None:
+                if card is None and running is None:
                     raise SpawnException(f"following the session failed: {follower.error}",
                                          reason="follow")
+                if isinstance(card, dict) and card.get("status") == "Running":
+                    running = card
+                if running is not None:
+                    view = await self._view()
+                    if jobs.has_ended(view):
+                        raise self._ended(await self._final_card(cli, view))
+                    target = await self._route(running, view)
+                    if target:
+                        self._event(90, f"Running: {running.get('message', '')} on "
+                                        f"{target.split('//', 1)[1]}")
+                        return target
+                    if card is None:  # the follower has ended: wait on the poller alone
+                        await asyncio.sleep(self.check_interval)
+                    continue
                 if card:
-                    if card["status"] == "Running":
-                        url = urlparse(card["url"])
-                        self._event(90, f"Running: {card['message']} on {card['host']}")
-                        return f"{url.scheme}://{url.netloc}"
                     if card["status"] == "Completed":
                         raise self._ended(card)
                     if card["status"] == "Starting" and "container" not in said:
                         said.update(("job", "container"))
                         self._event(60, f"Starting: the container is starting on "
-                                        f"{card['host']}")
+                                        f"{_shown(card.get('host'))}")
                     continue
                 view = await self._view()
                 if jobs.has_ended(view):
@@ -268,8 +391,8 @@ class SHJupyterSpawner(Spawner):
     def _ended(self, card: dict) -> SpawnException:
         reason = card.get("reason") or "the session ended"
         message = f"the session ended before its server answered: {reason}"
-        self.log.warning("%s: session %s, job %s: %s", self._log_name, self.session_id,
-                         self.job_id, reason)
+        self.log.warning("%s: session %s, job %s: %r", self._log_name, self.session_id,
+                         self.job_id, reason)  # the user's words: one escaped line
         return SpawnException(message, reason="session-ended")
 
     async def progress(self):

@@ -108,7 +108,8 @@ def wait_until_ready(container, bind_address: str, port: int, base_url: str, tok
     status = readiness.auth_status(host, port, base_url, token)
     if status != 200:
         raise SessionFailure(f"JupyterLab answers but refuses the session token (HTTP {status}); "
-                             "the image must honour JUPYTER_TOKEN")
+                             "the image's jupyter_server (2.0 or later) must read the "
+                             "config file in JUPYTER_CONFIG_PATH")
 
 
 class ExitedEarly(SessionFailure):

@@ -55,6 +55,7 @@ class Supervisor(Starting, Watching, TearingDown):
         self.present: set[str] = set()
         self.keep_groups = False
         self.secret = ""  # JupyterLab's token: health checks read its own activity report
+        self.auth_dir = ""  # where the token waits for JupyterLab until it answers
         self.oom_baseline: int | None = None  # the job cgroup's OOM kills before the container
         self.launch = LaunchOptions()  # a launcher's command, base URL and auth (request.json)
         self.extra_env: dict[str, str] = {}  # a launcher's secrets: never written anywhere

@@ -7,6 +7,7 @@ signals, health and idle checks while it runs) and `teardown` (container and scr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sh_jupyter.config import Config
-from sh_jupyter.container.spec import HostMount
+from sh_jupyter.container.spec import AUTH_FILE, HostMount
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import write_private
 from sh_jupyter.launch import LaunchOptions
@@ -80,6 +81,7 @@ class Phase:
     present: set[str]
     keep_groups: bool
     secret: str
+    auth_dir: str
     oom_baseline: int | None
     launch: LaunchOptions
     extra_env: dict[str, str]
@@ -87,6 +89,16 @@ class Phase:
     podman_version: str
     have_pasta: bool
     status: Status
+
+    def _drop_auth(self) -> None:
+        """Delete the token's config file and its directory (the container's read-only
+        mount of it then shows an empty directory)."""
+        if not self.auth_dir:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.auth_dir, AUTH_FILE))
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.auth_dir)
 
     def _base(self, port: int) -> str:
         return resolve_base_url(self.launch.base_url or self.cfg["image.base_url"], self.host,

@@ -12,9 +12,20 @@ from dataclasses import replace
 from sh_jupyter import gpu, launch
 from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
-from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts, network_mode
-from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
-from sh_jupyter.files import ensure_user_dir, read_text, write_private
+from sh_jupyter.container.spec import (
+    AUTH_FILE,
+    SessionFacts,
+    create_kwargs,
+    host_mounts,
+    network_mode,
+    server_auth_config,
+)
+from sh_jupyter.errors import (
+    PortInUse,
+    SessionFailure,
+    UsageError,
+)
+from sh_jupyter.files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from sh_jupyter.progress import say
 from sh_jupyter.session import (
     CONNECTION_FILE,
@@ -80,6 +91,7 @@ class Starting(Phase):
     def _start(self) -> None:
         self._read_launch()
         secret = self.secret = new_secret()
+        self._write_auth(secret)
         self.present = self._prepare_mounts()
         podman_shell()
         self.client = self.service.wait_ready()
@@ -93,6 +105,19 @@ class Starting(Phase):
         say(f"container started on port {port}; waiting for JupyterLab at {url}")
         self._connect(container, port, secret)
         self._release_service()
+
+    def _write_auth(self, secret: str) -> None:
+        """Put the token where JupyterLab reads it at start (a 0600 file in a 0700 directory
+        of the user's runtime dir, mounted read-only): never in the container's environment,
+        where PID 1 and the server would keep it for the session's life."""
+        if self.launch.auth != "token":
+            return  # the launcher's command authenticates by itself
+        path = podman_args.auth_dir(self.cfg, self.ctx)
+        ensure_private_dir(os.path.dirname(path), self.req.uid)
+        self.auth_dir = path
+        self._drop_auth()  # a leftover of a killed run of this session
+        os.mkdir(path, 0o700)
+        write_private(os.path.join(path, AUTH_FILE), server_auth_config(secret))
 
     def _prepare_mounts(self) -> set[str]:
         """Create what may be created; fail on a missing required source; list what exists."""
@@ -129,9 +154,9 @@ class Starting(Phase):
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
-                                 self.have_pasta)
-            kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
-                                   self.present, gpus)
+                                 self.have_pasta, self.auth_dir)
+            kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
+                                   gpus)
             self.start_clock = time.monotonic()
             self.oom_baseline = cgroups.oom_kills()
             ctr = podman_shell()
@@ -201,6 +226,7 @@ class Starting(Phase):
             container, port = self._launch(secret)
             self._save(replace(self.status, port=port, base_url=self._base(port)))
             self._ready(container, port, secret)
+        self._drop_auth()  # JupyterLab has read it (the token just worked)
         write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
                       connection_yaml(self.host, port, secret))
         took = time.monotonic() - self.start_clock

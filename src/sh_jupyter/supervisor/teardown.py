@@ -26,6 +26,7 @@ class TearingDown(Phase):
         for m in self.mounts:
             if m.ephemeral and os.path.lexists(m.source):
                 self._remove_tree(m.source)
+        self._drop_auth()  # a session that never answered still had its token there
         if self.service is not None:
             self.service.stop()
         if self.watch is not None:

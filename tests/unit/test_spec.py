@@ -31,7 +31,7 @@ SECRET = "Zq3-very_secret-token-value-0123456789abcdef"
 PORT = 23456
 CTX = TemplateContext(user="alice", home="/home/alice", uid=1234, session_id=SID, job_id="4242")
 PERSIST_SOURCE = "/home/alice/.local/share/ondemand/apps/jupyter_app"
-SCRATCH_SOURCE = f"/var/tmp/sh-jupyter-alice/scratch/{SID}"
+SCRATCH_SOURCE = f"/var/tmp/sh-jupyter/alice/scratch/{SID}"
 ALL_DEFAULT_SOURCES = {"/safe_data", "/safe_outputs", SCRATCH_SOURCE, PERSIST_SOURCE}
 
 

@@ -358,7 +358,7 @@ def test_hooks_log_is_private_and_a_user_cannot_forge_its_lines():
     marker = f"/run/user/{auid}/sh-jupyter/{sid[:8]}.sock"
     start = os.path.getsize(LOG) if os.path.exists(LOG) else 0
     proc = bed.popen_as_user(ATTACKER, ["/usr/bin/python3", "-c", "import time; time.sleep(300)",
-                                        "x\n" + forged + "\x1b[2K", marker, "y" * 20000])
+                                        "x\n" + forged + "\x1b[2K" + "y" * 20000, marker])
     try:
         bed.wait_for(lambda: marker.encode() in _cmdline(proc), 10, "the attacker's process")
         epi = run_hook("epilog", ATTACKER, job_id, work)

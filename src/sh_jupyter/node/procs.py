@@ -96,7 +96,7 @@ def with_descendants(roots: Iterable[int]) -> set[int]:
 
 
 def conmons_of(container_ids: Iterable[str]) -> set[int]:
-    """conmon processes of these containers (its argv holds `-c ID`)."""
+    """conmon processes of these containers (its argv holds `-c FULL_ID`)."""
     wanted = {c.encode() for c in container_ids if c}
     out = set()
     if not wanted:
@@ -105,9 +105,7 @@ def conmons_of(container_ids: Iterable[str]) -> set[int]:
         argv = _read(f"/proc/{pid}/cmdline").split(b"\0")
         if argv and argv[0].endswith(b"conmon"):
             for i, arg in enumerate(argv[:-1]):
-                if arg in (b"-c", b"--cid") and any(argv[i + 1].startswith(w) or
-                                                    w.startswith(argv[i + 1])
-                                                    for w in wanted):
+                if arg in (b"-c", b"--cid") and argv[i + 1] in wanted:
                     out.add(pid)
     return out
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from sh_jupyter.durations import format_walltime, parse_walltime
 from sh_jupyter.errors import UsageError
-from sh_jupyter.paths import check_path_template
+from sh_jupyter.paths import NODE_DIR, check_path_template
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -291,7 +291,7 @@ class Mount:
 DEFAULT_MOUNTS = (
     Mount("/safe_data", "/safe_data"),
     Mount("/safe_outputs", "/safe_outputs"),
-    Mount("/var/tmp/sh-jupyter-{user}/scratch/{session_id}", "/scratch",
+    Mount(NODE_DIR + "/{user}/scratch/{session_id}", "/scratch",
           create=True, ephemeral=True),
     Mount("{home}/.local/share/ondemand/apps/jupyter_app", "/mnt/jupyter_host", create=True),
 )

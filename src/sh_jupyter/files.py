@@ -13,6 +13,7 @@ import stat
 import tempfile
 
 from sh_jupyter.errors import SessionFailure
+from sh_jupyter.paths import NODE_DIR
 
 
 def write_private(path: str, text: str) -> None:
@@ -70,25 +71,69 @@ def ensure_private_dir(path: str, uid: int | None = None) -> None:
 def ensure_user_dir(path: str, uid: int | None = None) -> bool:
     """Create a directory for the user's data if missing; True if created.
 
-    Every component below the last root-owned one must be the user's own, real directory: a
-    directory another user made first (e.g. in /var/tmp) could be swapped under us.
+    Every component below the last root-owned one must be the user's own, real directory
+    (checked with lstat: a symlink is refused, never followed): a directory another user made
+    first could be swapped under us. Nothing is created inside a directory every user may
+    write to (/var/tmp): another user could have created it first, so there root must make it
+    (the Slurm prolog does for NODE_DIR/USER).
     """
     uid = os.getuid() if uid is None else uid
     created = False
     current = "/"
     for part in [p for p in path.split("/") if p]:
+        parent, current = current, os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            _create_component(parent, current)
+            created = True
+            st = os.lstat(current)
+        if not stat.S_ISDIR(st.st_mode):
+            raise SessionFailure(f"{current} is not a directory"
+                                 + (" (a symbolic link)" if stat.S_ISLNK(st.st_mode) else ""))
+        if st.st_uid not in (0, uid):
+            raise SessionFailure(f"{current} belongs to uid {st.st_uid}, not to uid {uid}")
+    return created
+
+
+def _create_component(parent: str, path: str) -> None:
+    """mkdir one missing component, refusing world-writable parents; a clear reason if not."""
+    who = "an admin creates it"
+    if path.startswith(NODE_DIR + "/") or path == NODE_DIR:
+        who = (f"root creates it: the Slurm prolog makes {NODE_DIR}/USER for each session's "
+               f"user; without Slurm (run --local) an admin creates {NODE_DIR} (root, 0755) "
+               f"and {NODE_DIR}/USER (the user, 0700), e.g. with systemd-tmpfiles")
+    if os.lstat(parent).st_mode & stat.S_IWOTH:
+        raise SessionFailure(f"{path} does not exist and is not created in {parent}, which "
+                             f"every user can write to (another user could own it first); {who}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:  # a concurrent submit of the same user made it first
+        pass
+    except PermissionError:
+        raise SessionFailure(f"{path} does not exist and you may not create it in {parent}; "
+                             f"{who}") from None
+
+
+def removable_tree(path: str, uid: int | None = None) -> str:
+    """Why `path` must not be deleted recursively, or "" when it may be: each component a
+    real directory (lstat: no symlink anywhere) owned by root or the user, the last the
+    user's. Checked before every rm -rf, so a planted link never redirects a deletion."""
+    uid = os.getuid() if uid is None else uid
+    current = "/"
+    st = None
+    for part in [p for p in path.split("/") if p]:
         current = os.path.join(current, part)
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            try:
-                os.mkdir(current, 0o700)
-                created = True
-            except FileExistsError:  # a concurrent submit of the same user made it first
-                pass
-            st = os.lstat(current)
+            return f"{current} does not exist"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{current} is a symbolic link"
         if not stat.S_ISDIR(st.st_mode):
-            raise SessionFailure(f"{current} is not a directory")
+            return f"{current} is not a directory"
         if st.st_uid not in (0, uid):
-            raise SessionFailure(f"{current} belongs to uid {st.st_uid}, not to uid {uid}")
-    return created
+            return f"{current} belongs to uid {st.st_uid}"
+    if st is None or st.st_uid != uid:
+        return f"{path} is not owned by uid {uid}"
+    return ""

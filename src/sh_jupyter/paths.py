@@ -12,6 +12,12 @@ import string
 from dataclasses import dataclass
 
 PLACEHOLDERS = ("user", "home", "uid", "session_id", "job_id")
+
+# Node-local per-user directories (session scratch, and Podman storage where a site puts it
+# off NFS homes) live in NODE_DIR/USER. NODE_DIR is root's (0755) and the Slurm prolog creates
+# NODE_DIR/USER (0700, the user's): in world-writable /var/tmp any user could otherwise create
+# another user's directory first and own or redirect everything in it.
+NODE_DIR = "/var/tmp/sh-jupyter"
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 

@@ -7,12 +7,21 @@ fails for a command that misbehaved), and `Result.why` says what happened in one
 things are not run to completion and so stand apart: the supervisor's Podman API service (a
 background service it starts and stops) and the JupyterHub spawner's calls (asynchronous, in
 the hub's event loop).
+
+Each program runs in a session (and process group) of its own, and a timeout kills that whole
+group: a program run through `runuser` (the hooks' Podman as the user) would otherwise leave
+its child running after runuser itself was killed, outside any Slurm job's accounting. A
+program that deliberately leaves a process behind in a session of its own escapes this; the
+one sh-jupyter relies on is the prolog's `podman unshare true`, whose rootless pause process
+must outlive the job (see node/hooks.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,13 +67,41 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
     if not os.path.isabs(argv[0]) and shutil.which(argv[0], path=path) is None:
         return Result(argv, NOT_FOUND, "", f"{argv[0]} is not installed")
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False, env=None if env is None else dict(env),
-                              input=input, cwd=cwd,
-                              stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-        return Result(argv, TIMED_OUT, out, f"{argv[0]} did not finish within {timeout:g} s")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=None if env is None else dict(env), cwd=cwd,
+                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                start_new_session=True)
     except OSError as exc:
         return Result(argv, NOT_FOUND, "", f"{argv[0]} could not run: {exc.strerror}")
-    return Result(argv, done.returncode, done.stdout, done.stderr)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, _err = _drain(proc)
+        return Result(argv, TIMED_OUT, out,
+                      f"{argv[0]} did not finish within {timeout:g} s")
+    finally:
+        if proc.returncode is None:  # an exception of our own (KeyboardInterrupt): no orphans
+            _kill_group(proc)
+    return Result(argv, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the program's whole process group (its session, from start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def _drain(proc: subprocess.Popen) -> tuple[str, str]:
+    """What a killed program wrote; bounded, in case a grandchild in another group still holds
+    the pipes open."""
+    try:
+        return proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return "", ""

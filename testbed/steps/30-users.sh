@@ -6,6 +6,10 @@
 #     rootless Podman needs to map the container's users.
 #   * /run/user/UID: rootless Podman's runtime dir. Without systemd-logind
 #     nothing creates it on this kind of machine.
+#   * /var/tmp/sh-jupyter (root, 0755) and /var/tmp/sh-jupyter/USER (the
+#     user, 0700): node-local scratch, as an admin's tmpfiles.d would make them
+#     (the Slurm prolog makes them for sessions; `run --local` has no prolog).
+#     Anything else found there (a link, another user's) is moved aside.
 #   * /safe_data/USER (persistent data) and /safe_outputs/USER (results),
 #     private to their user, under root-owned parents.
 #   * Project groups, as a safe haven shares data: /safe_data/PROJECT and
@@ -64,6 +68,20 @@ ensure_dir /safe_data 0755
 ensure_dir /safe_outputs 0755
 ensure_dir /run/user 0755
 
+# node_dir PATH OWNER MODE: a real directory (not a link) owned by OWNER, else moved aside.
+node_dir() {
+    local path="$1" owner="$2" mode="$3"
+    if [[ -L "$path" || ( -e "$path" && ! -d "$path" ) ]] \
+        || { [[ -d "$path" ]] && [[ "$(stat -c %u:%g -- "$path")" != "$owner" ]]; }; then
+        mv -- "$path" "$path.foreign-$(date +%Y%m%dT%H%M%S)-$$"
+        log "moved a foreign $path aside"
+    fi
+    [[ -d "$path" ]] || mkdir -m "$mode" -- "$path"
+    chown -h "$owner" -- "$path"
+    chmod "$mode" -- "$path"
+}
+node_dir /var/tmp/sh-jupyter 0:0 0755
+
 for user in "${TESTBED_USERS[@]}"; do
     if ! getent passwd "$user" >/dev/null; then
         # -U: a private group of the same name, like a site's user would have.
@@ -75,6 +93,7 @@ for user in "${TESTBED_USERS[@]}"; do
     fix_subids /etc/subuid "$user" "$uid" --del-subuids --add-subuids
     fix_subids /etc/subgid "$user" "$uid" --del-subgids --add-subgids
     ensure_dir "/run/user/$uid" 0700 "$uid:$gid"
+    node_dir "/var/tmp/sh-jupyter/$user" "$uid:$gid" 0700
     ensure_dir "/safe_data/$user" 0700 "$uid:$gid"
     ensure_dir "/safe_outputs/$user" 0700 "$uid:$gid"
 done

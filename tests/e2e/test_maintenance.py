@@ -117,7 +117,7 @@ def test_sessions_end_with_the_node_and_the_next_one_starts_clean(cfg, cleanup):
         # The epilog (run when slurmd came back) left nothing of the session behind.
         bed.wait_for(lambda i=sid: f"epcc-ces-jupyter-{i}" not in bed.containers_of(U1), 60,
                      "the stale container to be removed")
-        assert not os.path.exists(f"/var/tmp/sh-jupyter-{U1}/scratch/{sid}")
+        assert not os.path.exists(f"/var/tmp/sh-jupyter/{U1}/scratch/{sid}")
         leftovers = os.listdir(f"/run/user/{uid}/sh-jupyter") \
             if os.path.isdir(f"/run/user/{uid}/sh-jupyter") else []
         assert not [n for n in leftovers if n.startswith(sid[:8])], leftovers

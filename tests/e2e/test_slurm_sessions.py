@@ -83,7 +83,7 @@ def test_sigkilled_supervisor_is_cleaned_by_the_epilog(cfg, cleanup):
     sub, _ = bed.start(U1, cfg, cleanup)
     pid = bed.supervisor_of(U1, sub["session_id"])
     assert pid, "supervisor process not found"
-    scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sub['session_id']}"
+    scratch = f"/var/tmp/sh-jupyter/{U1}/scratch/{sub['session_id']}"
     assert os.path.isdir(scratch)
     _gone_after(U1, sub, lambda: os.kill(pid, signal.SIGKILL), 60)
     card = bed.card(U1, sub["session_id"], cfg)

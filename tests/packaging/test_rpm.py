@@ -263,7 +263,8 @@ def test_console_script_runs_the_packaged_library(payload: Path, sitelib: str):
 def test_tmpfiles_snippet_excludes_node_local_dirs_from_age_cleanup(payload: Path):
     lines = [line.split() for line in _in(payload, TMPFILES).read_text(encoding="utf-8")
              .splitlines() if line.strip() and not line.startswith("#")]
-    assert lines == [["x", "/var/tmp/sh-jupyter-*"]]
+    assert lines == [["d", "/var/tmp/sh-jupyter", "0755", "root", "root", "-"],
+                     ["x", "/var/tmp/sh-jupyter"]]
 
 
 def test_payload_names_no_build_paths(payload: Path):

@@ -331,7 +331,7 @@ def test_shutdown_from_jupyterlab_ends_the_supervisor_cleanly(session):
     status = s.status()
     assert status["phase"] == "Completed" and not status["failed"], status
     assert "scratch" in s.log() and not os.path.exists(
-        f"/var/tmp/sh-jupyter-{USER}/scratch/{s.session_id}")
+        f"/var/tmp/sh-jupyter/{USER}/scratch/{s.session_id}")
 
 
 def test_sigterm_removes_the_container_within_10_s(session):

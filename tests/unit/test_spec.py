@@ -35,7 +35,7 @@ PORT = 23456
 AUTH_DIR = "/run/user/1234/sh-jupyter/0b7e4c1a.auth"
 CTX = TemplateContext(user="alice", home="/home/alice", uid=1234, session_id=SID, job_id="4242")
 PERSIST_SOURCE = "/home/alice/.local/share/ondemand/apps/jupyter_app"
-SCRATCH_SOURCE = f"/var/tmp/sh-jupyter-alice/scratch/{SID}"
+SCRATCH_SOURCE = f"/var/tmp/sh-jupyter/alice/scratch/{SID}"
 ALL_DEFAULT_SOURCES = {"/safe_data", "/safe_outputs", SCRATCH_SOURCE, PERSIST_SOURCE}
 
 

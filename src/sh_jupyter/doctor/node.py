@@ -20,7 +20,7 @@ from sh_jupyter.doctor import gpu as gpu_doctor
 from sh_jupyter.doctor import store as store_doctor
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
 from sh_jupyter.errors import SessionFailure, UsageError
-from sh_jupyter.paths import TemplateContext, expand_path
+from sh_jupyter.paths import NODE_DIR, TemplateContext, expand_path
 from sh_jupyter.runner import NOT_FOUND, Result, run
 from sh_jupyter.slurm import config as slurm_config
 
@@ -225,8 +225,9 @@ class Doctor:
         kind = fs_type(graphroot, _read("/proc/mounts"))
         if kind in NETWORK_FS or kind.startswith("fuse."):
             self.add("storage", ERROR, f"container storage {graphroot} is on {kind}",
-                     'set podman.graphroot to node-local disk, e.g. "/var/tmp/sh-jupyter-'
-                     '{user}/storage"')
+                     'set podman.graphroot to node-local disk, e.g. '
+                     f'"{NODE_DIR}/{{user}}/storage" (the Slurm prolog creates '
+                     f'{NODE_DIR}/USER for the user, under a directory only root can write)')
         else:
             self.add("storage", OK, f"container storage {graphroot} is on {kind or 'local disk'}")
 

@@ -1,5 +1,15 @@
 """Is this Slurm job a session? Answered from the prolog/epilog environment alone, cheaply:
-it runs for every job on the node, so it imports nothing heavy and asks no daemon."""
+it runs for every job on the node, so it imports nothing heavy and asks no daemon.
+
+Any user can make an ordinary job look like a session (the same working directory and output
+file, even the same batch script), and no marker a user's sbatch sets could stop that: the
+user can always run sh-jupyter's own batch script. So recognition is not a security boundary.
+What makes it safe is that every hook action for a recognised job is safe for the node and for
+other users whatever the job is: Podman runs as the job's user on that user's containers
+labelled with this job's id; root touches paths only through checked, link-free directory fds;
+root kills only the user's own processes of this job; and nothing the user plants can fail
+the hook. Posing gains the poser nothing they could not get by starting a real session.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from sh_jupyter.files import removable_tree
 from sh_jupyter.progress import say
 from sh_jupyter.runner import run
 from sh_jupyter.supervisor.phase import Phase, podman_shell
@@ -54,7 +55,15 @@ class TearingDown(Phase):
         return False
 
     def _remove_tree(self, path: str) -> None:
-        """Delete a session scratch dir; files owned by sub-ids need `podman unshare`."""
+        """Delete a session scratch dir; files owned by sub-ids need `podman unshare`.
+
+        Only after lstat of every component: a symlink planted anywhere on the path (by
+        another user in a shared directory, or left by the user) would turn the rm -rf
+        against whatever it points to, such as the session directory itself."""
+        why = removable_tree(path)
+        if why:
+            say(f"scratch {path} not removed: {why}")
+            return
         try:
             shutil.rmtree(path)
         except OSError:

@@ -62,6 +62,7 @@ class Supervisor(Starting, Watching, TearingDown):
         self.podman_version = ""  # the API service's; decides podman.network = "auto"
         self.have_pasta = False
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
+        self.save_error = ""
 
 
     def _initial_status(self) -> Status:
@@ -88,7 +89,10 @@ class Supervisor(Starting, Watching, TearingDown):
             choice = self._start_service()
         except SessionFailure as failure:
             early = failure
-        self._save(self._initial_status())
+        try:  # a full home: end here, before anything is made that could be left
+            self._save(self._initial_status(), must=True)
+        except SessionFailure as failure:
+            early = early or failure
         say(f"session {self.req.session_id} starting on {self.host} "
             f"(job {self.req.job_id}, container {self.name})")
         if early is None:

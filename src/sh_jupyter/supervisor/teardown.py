@@ -37,7 +37,11 @@ class TearingDown(Phase):
         return self.client is not None or self.watch is not None
 
     def _remove_container(self) -> bool:
-        """Stop and remove the container, starting the API service again if it is down."""
+        """Stop and remove the container, starting the API service again if it is down.
+
+        A second try also follows a refusal: Podman 5 before 5.6 fails the first removal of
+        a container whose conmon was killed ("conmon exited prematurely", podman#26640) and
+        marks it exited, so the next one removes it (the epilog does the same)."""
         for attempt in (1, 2):
             if not self._ensure_service():
                 return False
@@ -48,7 +52,7 @@ class TearingDown(Phase):
                 return True
             except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down
                 say(f"could not remove container {self.name}: {exc}")
-                if attempt == 2 or self.service.alive():
+                if attempt == 2:
                     return False
         return False
 

@@ -8,6 +8,8 @@ import errno
 import os
 import resource
 
+NEAR = 3  # this close to the limit counts as at it
+
 # How the tools say "no more processes": errno EAGAIN from fork/clone, and Go's runtime (Podman).
 _WORDS = ("resource temporarily unavailable", "failed to create new os thread",
           "ulimit -u", "cannot fork", "fork: retry")
@@ -28,12 +30,17 @@ def tasks_of(uid: int) -> int:
 def limit_note(uid: int, error: BaseException | str) -> str:
     """" (the process limit ...)" when `error` says no process could be made and a process
     limit is set; "" otherwise."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft == resource.RLIM_INFINITY:
+        return ""
     if isinstance(error, OSError):
         hit = error.errno == errno.EAGAIN
     else:
         hit = any(w in str(error).lower() for w in _WORDS)
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NPROC)
-    if not hit or soft == resource.RLIM_INFINITY:
+    count = tasks_of(uid)
+    # A program that died of it may have said something else (or nothing): what counts is
+    # that the user is at the limit (a failed start has already given its threads back).
+    if not hit and count < soft - NEAR:
         return ""
     return (f" (the process limit is reached: ulimit -u is {soft}, and this user has "
-            f"{tasks_of(uid)} processes and threads on this node)")
+            f"{count} processes and threads on this node)")

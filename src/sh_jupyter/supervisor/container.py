@@ -118,6 +118,11 @@ def wait_until_ready(container, bind_address: str, port: int, base_url: str, tok
             next_check = time.monotonic() + CHECK_EVERY
             why = unreachable()
             if why:
+                # The helper also ends when the container does: then the exit is the news.
+                with contextlib.suppress(Exception):
+                    container.reload()
+                if container.attrs.get("State", {}).get("Status") != "running":
+                    _fail_exited(container)
                 raise SessionFailure(f"JupyterLab cannot be reached on port {port}: {why}")
         if signals.received:
             raise SessionFailure("stopped by a signal while JupyterLab was starting")

@@ -63,6 +63,9 @@ class Supervisor(Starting, Watching, TearingDown):
         self.have_pasta = False
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
         self.save_error = ""
+        self.conmon_lost = False
+        self.init_pid = 0
+        self.launched_at = 0.0
 
 
     def _initial_status(self) -> Status:

@@ -26,6 +26,8 @@ def helper_alive(mode: str, netns: str, uid: int) -> bool | None:
     return False
 
 
-def helper_gone(mode: str) -> str:
-    """The card's words for a dead helper."""
-    return f"its network helper ({mode}) is gone, so nothing reaches it"
+def helper_gone(mode: str, after_conmon: bool = False) -> str:
+    """The card's words for a dead helper. slirp4netns ends when conmon does (conmon holds its
+    exit pipe), so a killed conmon shows as a dead helper: say that conmon went first."""
+    return f"its network helper ({mode}) is gone{', after conmon' if after_conmon else ''}, " \
+           "so nothing reaches it"

@@ -88,6 +88,9 @@ class Phase:
     have_pasta: bool
     status: Status
     save_error: str  # why status.json could not be written last time ("" when it could)
+    conmon_lost: bool  # conmon died and the container's init is followed instead
+    init_pid: int  # the container's init process, as Podman reported it at start
+    launched_at: float  # wall clock just after the container started (init is older)
 
     def _base(self, port: int) -> str:
         return resolve_base_url(self.launch.base_url or self.cfg["image.base_url"], self.host,

@@ -150,6 +150,8 @@ class Starting(Phase):
                 continue
             try:
                 self._follow(ctr.conmon_pid(container))  # it may have ended already
+                self.init_pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+                self.launched_at = time.time()
             except PortInUse:  # JupyterLab itself could not bind, and has exited
                 self._discard_unbound(container, port)
                 tried.append(port)
@@ -188,6 +190,7 @@ class Starting(Phase):
                 say(f"conmon exited while JupyterLab was starting; following the container's "
                     f"init process ({gone.pid})")
                 self._follow(gone.pid)
+                self.conmon_lost = True
             except ctr.ExitedEarly as early:
                 raise SessionFailure(self._early_reason(early)) from None
 
@@ -199,7 +202,8 @@ class Starting(Phase):
         if not netns or mode not in NETWORK_HELPERS:
             return None
         uid = self.req.uid
-        return lambda: helper_gone(mode) if helper_alive(mode, netns, uid) is False else ""
+        return lambda: helper_gone(mode, self.conmon_lost) \
+            if helper_alive(mode, netns, uid) is False else ""
 
     def _early_reason(self, early) -> str:
         """Why JupyterLab ended before it answered: its exit, OOM and last output."""

@@ -74,7 +74,7 @@ class Watching(Phase):
             return f"its container is {status or 'not running'}"
         mode = network_mode(self.cfg["podman.network"], self.podman_version, self.have_pasta)
         if netns and helper_alive(mode, netns, self.req.uid) is False:
-            return helper_gone(mode)
+            return helper_gone(mode, self.conmon_lost)
         return f"JupyterLab itself does not answer (its container runs, network {mode})"
 
     def _idle_for(self, host: str, report: dict) -> float | None:
@@ -107,6 +107,7 @@ class Watching(Phase):
         if facts.status == "running" and facts.pid > 0:
             say("conmon exited but the container runs on; following its init process")
             self._follow(facts.pid)
+            self.conmon_lost = True
             self._release_service()
             return None
         if facts.exit_code == 0:

@@ -315,3 +315,43 @@ def iso_time(stamp: str) -> float:
 def session_log(session_dir: str) -> str:
     with open(os.path.join(session_dir, "output.log"), encoding="utf-8", errors="replace") as fh:
         return fh.read()
+
+
+def side_by_side(chains: list[list[tuple[str, Callable[[], object]]]]) -> dict[str, object]:
+    """Run chains of named steps in parallel (the steps of one chain one after the other: they
+    share something, a user or a filesystem); returns each step's result or the exception it
+    raised, by name, so every step can be reported by a test of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: dict[str, object] = {}
+
+    def one(chain: list[tuple[str, Callable[[], object]]]) -> None:
+        for name, step in chain:
+            try:
+                results[name] = step()
+            except BaseException as exc:  # noqa: BLE001 - the step's own test raises it
+                results[name] = exc
+    chains = [c for c in chains if c]
+    if chains:
+        with ThreadPoolExecutor(len(chains)) as pool:
+            for future in [pool.submit(one, chain) for chain in chains]:
+                future.result()
+    return results
+
+
+def selected_ids(request) -> set[str]:
+    """The parameter ids of this module's tests that this run selected (-k, node ids)."""
+    return {item.callspec.id for item in request.session.items
+            if getattr(item, "callspec", None) and item.module is request.module}
+
+
+def count_tasks(uid: int) -> int:
+    """The user's processes and threads, as RLIMIT_NPROC counts them."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return count

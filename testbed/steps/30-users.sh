@@ -120,6 +120,33 @@ ensure_project() {
 }
 ensure_project "$TESTBED_PROJECT" "${TESTBED_PROJECT_MEMBERS[@]}"
 ensure_project "$TESTBED_OTHER_PROJECT" "${TESTBED_OTHER_MEMBERS[@]}"
+# The user whose home fills up (tests/e2e/test_resources.py): an ordinary session user whose
+# home is a small tmpfs of its own, so a test can fill it (and empty it) without touching the
+# machine's disks. Mounted again after a reboot; its content does not need to survive one.
+if ! getent passwd "$TESTBED_FULL_USER" >/dev/null; then
+    useradd -m -U -s /bin/bash -c "sh-jupyter test user with a small home" "$TESTBED_FULL_USER"
+    log "created user $TESTBED_FULL_USER"
+fi
+full_uid="$(id -u "$TESTBED_FULL_USER")"
+full_gid="$(id -g "$TESTBED_FULL_USER")"
+full_home="$(getent passwd "$TESTBED_FULL_USER" | cut -d: -f6)"
+fix_subids /etc/subuid "$TESTBED_FULL_USER" "$full_uid" --del-subuids --add-subuids
+fix_subids /etc/subgid "$TESTBED_FULL_USER" "$full_uid" --del-subgids --add-subgids
+if ! mountpoint -q "$full_home"; then
+    mount -t tmpfs -o "size=$TESTBED_FULL_HOME_SIZE,mode=0700,uid=$full_uid,gid=$full_gid" \
+        "shj-full-home" "$full_home"
+    log "$TESTBED_FULL_USER: home $full_home is a $TESTBED_FULL_HOME_SIZE tmpfs"
+fi
+ensure_dir "/run/user/$full_uid" 0700 "$full_uid:$full_gid"
+ensure_dir "/safe_data/$TESTBED_FULL_USER" 0700 "$full_uid:$full_gid"
+ensure_dir "/safe_outputs/$TESTBED_FULL_USER" 0700 "$full_uid:$full_gid"
+# A small node scratch filesystem (few blocks, few inodes) that a test config mounts as /scratch.
+mkdir -p "$TESTBED_SMALL_SCRATCH"
+if ! mountpoint -q "$TESTBED_SMALL_SCRATCH"; then
+    mount -t tmpfs -o "$TESTBED_SMALL_SCRATCH_OPTS" shj-small-scratch "$TESTBED_SMALL_SCRATCH"
+    log "small scratch: tmpfs $TESTBED_SMALL_SCRATCH ($TESTBED_SMALL_SCRATCH_OPTS)"
+fi
+
 # The bench's "other user" (bench/queue.py): only submits held jobs, so no home,
 # no login shell, no sub-ids, no runtime dir.
 if ! getent passwd "$TESTBED_BENCH_USER" >/dev/null; then
@@ -133,7 +160,7 @@ log "users: ${TESTBED_USERS[*]} (bench: $TESTBED_BENCH_USER); projects: $TESTBED
 # running containers (a job killed without its epilog, a crash test) gets "invalid internal
 # status" from every podman command until `podman system migrate`; a bed with history must
 # not fail on that. Only checked where the user's runtime directory exists (a session ran).
-for user in "${TESTBED_USERS[@]}" "${TESTBED_PROJECT_MEMBERS[@]}"; do
+for user in "${TESTBED_USERS[@]}" "${TESTBED_PROJECT_MEMBERS[@]}" "$TESTBED_FULL_USER"; do
     [[ -d "/run/user/$(id -u "$user")" ]] || continue
     said="$(as_user "$user" timeout 60 podman ps -q 2>&1 >/dev/null || true)"
     if [[ "$said" == *"invalid internal status"* ]]; then

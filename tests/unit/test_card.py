@@ -86,3 +86,10 @@ def test_gpus_are_on_the_card_only_when_the_session_has_some():
     assert with_gpus["gpus"] == 2 and "GPUs:                   2" in render(with_gpus)
     without = card(status("Running"), job("RUNNING"), NOW)
     assert without["gpus"] == 0 and "GPUs" not in render(without)
+
+
+def test_a_failed_job_without_a_final_card_says_its_supervisor_left_no_report():
+    killed = card(status("Running"), job("FAILED"), NOW)
+    assert killed["failed"] and killed["reason"] == (
+        "the job ended without a report from its supervisor (FAILED) while the session was "
+        "Running")

@@ -20,6 +20,9 @@ _STATE_WORDS = {
     "OUT_OF_MEMORY": "the job ran out of memory",
     "PREEMPTED": "the job was preempted",
     "DEADLINE": "the job reached its deadline",
+    # The supervisor writes its reason before it exits: a FAILED job whose card is not final
+    # lost its supervisor (killed) or could not write (a full home or quota).
+    "FAILED": "the job ended without a report from its supervisor",
 }
 
 

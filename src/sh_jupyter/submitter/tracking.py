@@ -46,7 +46,22 @@ def current_card(session_dir: str, scheduler: Scheduler) -> dict:
     single-job squeue; none for a finished session, whose status file says it all)."""
     status = load_status(session_dir)
     view = job_view(scheduler, status.job_id) if needs_scheduler(status) else Unknown()
-    return build_card(status, view, time.time())
+    return with_space_note(build_card(status, view, time.time()), status, session_dir)
+
+
+def with_space_note(fields: dict, status: Status, session_dir: str) -> dict:
+    """A session that ended without its own final word, in a directory whose filesystem is
+    full: say so, since that is why the supervisor could not write its reason there."""
+    if not fields["failed"] or status.phase == "Completed":
+        return fields
+    try:
+        st = os.statvfs(session_dir)
+    except OSError:
+        return fields
+    if st.f_bavail and st.f_favail:
+        return fields
+    return {**fields, "reason": f"{fields['reason']}; the session directory's filesystem is "
+                                "full, so the session could not record why"}
 
 
 FOLLOW_TICK = 0.2  # seconds between reads of status.json (a small local file)
@@ -78,7 +93,8 @@ def follow(session_dir: str, scheduler: Scheduler, emit: Callable[[dict], None],
                 watcher.refresh()  # news from the supervisor: the cached job state may be stale
             phase = status.phase
             view = watcher.view(job_id) if job_id else Unknown()
-            fields = build_card(status, view, time.time())
+            fields = with_space_note(build_card(status, view, time.time()), status,
+                                     session_dir)
             shown = (fields["status"], fields["reason"], bool(fields["scheduler_error"]))
             if shown != last:
                 emit(fields)

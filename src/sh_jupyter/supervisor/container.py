@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from podman.errors import APIError, NotFound, PodmanError
 from requests.exceptions import RequestException
@@ -85,18 +86,44 @@ def create_and_start(client: PodmanClient, kwargs: dict, store: str, session_id:
     return container
 
 
+class ConmonGone(Exception):
+    """The followed conmon exited while the container runs on: follow `pid` (its init)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"conmon exited; the container's init {pid} runs on")
+        self.pid = pid
+
+
+CHECK_EVERY = 1.0  # seconds between looks at the container's helpers while JupyterLab boots
+
+
 def wait_until_ready(container, bind_address: str, port: int, base_url: str, token: str,
                      deadline: float, watch: follow.ProcessWatch, signals: follow.SignalPipe,
-                     interval: float = 0.01) -> None:
+                     interval: float = 0.01,
+                     unreachable: Callable[[], str] | None = None) -> None:
     """Poll HTTP until JupyterLab answers; fail fast when the container exits.
 
-    The exit is seen on conmon's pidfd, so polling costs no Podman API calls while JupyterLab
-    boots; a signal (scancel) ends the wait at once. An empty token skips the token check.
+    The exit is seen on the followed process's pidfd, so polling costs no Podman API calls
+    while JupyterLab boots; a signal (scancel) ends the wait at once. `unreachable` is asked
+    once a second: a non-empty answer (its network helper died) means it can never answer,
+    so the session ends now, not at the connection timeout. An empty token skips the token
+    check. ConmonGone: conmon died but the container runs (follow its init and wait again).
     """
     host = ports.probe_address(bind_address)
+    next_check = time.monotonic() + CHECK_EVERY
     while not readiness.api_answers(host, port, base_url, timeout=2.0):
         if watch.gone():
             _fail_exited(container)
+        if unreachable is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + CHECK_EVERY
+            why = unreachable()
+            if why:
+                # The helper also ends when the container does: then the exit is the news.
+                with contextlib.suppress(Exception):
+                    container.reload()
+                if container.attrs.get("State", {}).get("Status") != "running":
+                    _fail_exited(container)
+                raise SessionFailure(f"JupyterLab cannot be reached on port {port}: {why}")
         if signals.received:
             raise SessionFailure("stopped by a signal while JupyterLab was starting")
         if time.monotonic() >= deadline:
@@ -124,6 +151,9 @@ class ExitedEarly(SessionFailure):
 def _fail_exited(container) -> None:
     with contextlib.suppress(Exception):  # the state only improves the message
         container.reload()
+    state = container.attrs.get("State", {})
+    if state.get("Status") == "running" and int(state.get("Pid") or 0) > 0:
+        raise ConmonGone(int(state["Pid"]))  # conmon was killed, not JupyterLab
     logs = last_log_lines(container)
     if any(m in logs.lower() for m in IN_USE_MARKERS):
         raise PortInUse(logs)

@@ -63,6 +63,10 @@ class Supervisor(Starting, Watching, TearingDown):
         self.podman_version = ""  # the API service's; decides podman.network = "auto"
         self.have_pasta = False
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
+        self.save_error = ""
+        self.conmon_lost = False
+        self.init_pid = 0
+        self.launched_at = 0.0
 
 
     def _initial_status(self) -> Status:
@@ -89,7 +93,10 @@ class Supervisor(Starting, Watching, TearingDown):
             choice = self._start_service()
         except SessionFailure as failure:
             early = failure
-        self._save(self._initial_status())
+        try:  # a full home: end here, before anything is made that could be left
+            self._save(self._initial_status(), must=True)
+        except SessionFailure as failure:
+            early = early or failure
         say(f"session {self.req.session_id} starting on {self.host} "
             f"(job {self.req.job_id}, container {self.name})")
         if early is None:

@@ -89,6 +89,10 @@ class Phase:
     podman_version: str
     have_pasta: bool
     status: Status
+    save_error: str  # why status.json could not be written last time ("" when it could)
+    conmon_lost: bool  # conmon died and the container's init is followed instead
+    init_pid: int  # the container's init process, as Podman reported it at start
+    launched_at: float  # wall clock just after the container started (init is older)
 
     def _drop_auth(self) -> None:
         """Delete the token's config file and its directory (the container's read-only
@@ -108,9 +112,25 @@ class Phase:
     def stop_signal(self) -> str:
         return self.signals.received if self.signals else ""
 
-    def _save(self, status: Status) -> None:
+    def _save(self, status: Status, must: bool = False) -> None:
+        """Record the card's state. On the way to Running a state that cannot be written ends
+        the session (`must`: nobody could see it run); afterwards a full home or quota must
+        not kill a working session, so the write is retried at the next change."""
         self.status = status
-        write_private(os.path.join(self.req.session_dir, STATUS_FILE), status.to_json())
+        try:
+            write_private(os.path.join(self.req.session_dir, STATUS_FILE), status.to_json())
+        except OSError as exc:
+            why = f"could not write {STATUS_FILE} in {self.req.session_dir}: " \
+                  f"{exc.strerror or exc}"
+            if must:
+                raise SessionFailure(why) from None
+            if why != self.save_error:
+                say(f"warning: {why}; the session goes on, its card is not updated")
+            self.save_error = why
+            return
+        if self.save_error:
+            say(f"{STATUS_FILE} written again")
+            self.save_error = ""
 
     def _release_service(self) -> None:
         """Stop the API service while the session runs: conmon keeps the container."""

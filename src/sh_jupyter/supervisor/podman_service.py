@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import ensure_private_dir
+from sh_jupyter.supervisor.nproc import limit_note
 
 if TYPE_CHECKING:
     from podman import PodmanClient
@@ -72,12 +73,16 @@ class PodmanService:
         ensure_private_dir(os.path.dirname(self.socket_path))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [podman, *self.global_args, "system", "service", "--time=0", self.uri],
-                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                start_new_session=True, close_fds=True,
-            )
+        try:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [podman, *self.global_args, "system", "service", "--time=0", self.uri],
+                    env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=log, start_new_session=True, close_fds=True,
+                )
+        except OSError as exc:  # no process can be made (ulimit -u), or no room for the log
+            raise SessionFailure(f"could not start podman system service: {exc.strerror or exc}"
+                                 f"{limit_note(os.getuid(), exc)}") from None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -94,8 +99,9 @@ class PodmanService:
         delay = 0.002
         while time.monotonic() < end:
             if self.proc is not None and self.proc.poll() is not None:
-                raise SessionFailure(f"podman system service exited ({self.proc.returncode}): "
-                                     f"{self._log_tail()}")
+                tail = self._log_tail()
+                raise SessionFailure(f"podman system service exited ({self.proc.returncode})"
+                                     f"{limit_note(os.getuid(), tail)}: {tail}")
             if os.path.exists(self.socket_path):
                 client = self.client()
                 with contextlib.suppress(Exception):  # not up yet: any transport error

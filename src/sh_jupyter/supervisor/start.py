@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from sh_jupyter import gpu, launch
@@ -37,6 +38,7 @@ from sh_jupyter.session import (
     running_message,
 )
 from sh_jupyter.supervisor import follow, ports
+from sh_jupyter.supervisor.netns import NETWORK_HELPERS, helper_alive, helper_gone
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import PodmanService, podman_env
 
@@ -100,7 +102,7 @@ class Starting(Phase):
         say(f"podman {self.podman_version or '(version unknown)'}, network "
             f"{network_mode(self.cfg['podman.network'], self.podman_version, self.have_pasta)}")
         container, port = self._launch(secret)
-        self._save(replace(self.status, port=port, base_url=self._base(port)))
+        self._save(replace(self.status, port=port, base_url=self._base(port)), must=True)
         url = lab_url(self.host, port, self._base(port))
         say(f"container started on port {port}; waiting for JupyterLab at {url}")
         self._connect(container, port, secret)
@@ -127,8 +129,12 @@ class Starting(Phase):
             raise SessionFailure(f"bad mount path: {exc}") from None
         present = set()
         for m in self.mounts:
-            if m.create and ensure_user_dir(m.source):
-                say(f"created {m.source} for {m.target}")
+            try:
+                if m.create and ensure_user_dir(m.source):
+                    say(f"created {m.source} for {m.target}")
+            except OSError as exc:  # a full filesystem (or its inodes), a quota
+                raise SessionFailure(f"could not create {m.source} (for {m.target}): "
+                                     f"{exc.strerror or exc}") from None
             if os.path.isdir(m.source):
                 present.add(m.source)
             elif m.required:
@@ -169,6 +175,8 @@ class Starting(Phase):
                 continue
             try:
                 self._follow(ctr.conmon_pid(container))  # it may have ended already
+                self.init_pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+                self.launched_at = time.time()
             except PortInUse:  # JupyterLab itself could not bind, and has exited
                 self._discard_unbound(container, port)
                 tried.append(port)
@@ -194,14 +202,33 @@ class Starting(Phase):
 
     def _ready(self, container, port: int, secret: str) -> None:
         ctr = podman_shell()
-        try:
-            ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
-                                 self._base(port),
-                                 secret if self.launch.auth == "token" else "",
-                                 self.start_clock + self.cfg["session.connection_timeout"],
-                                 self.watch, self.signals)
-        except ctr.ExitedEarly as early:
-            raise SessionFailure(self._early_reason(early)) from None
+        unreachable = self._helper_check(container)
+        while True:
+            try:
+                ctr.wait_until_ready(container, self.cfg["network.bind_address"], port,
+                                     self._base(port),
+                                     secret if self.launch.auth == "token" else "",
+                                     self.start_clock + self.cfg["session.connection_timeout"],
+                                     self.watch, self.signals, unreachable=unreachable)
+                return
+            except ctr.ConmonGone as gone:  # the container runs on: keep waiting for it
+                say(f"conmon exited while JupyterLab was starting; following the container's "
+                    f"init process ({gone.pid})")
+                self._follow(gone.pid)
+                self.conmon_lost = True
+            except ctr.ExitedEarly as early:
+                raise SessionFailure(self._early_reason(early)) from None
+
+    def _helper_check(self, container) -> Callable[[], str] | None:
+        """What tells, while JupyterLab boots, that its network helper died (then it can
+        never answer: end now, not at the connection timeout); None without a helper."""
+        netns = str((container.attrs.get("NetworkSettings") or {}).get("SandboxKey") or "")
+        mode = network_mode(self.cfg["podman.network"], self.podman_version, self.have_pasta)
+        if not netns or mode not in NETWORK_HELPERS:
+            return None
+        uid = self.req.uid
+        return lambda: helper_gone(mode, self.conmon_lost) \
+            if helper_alive(mode, netns, uid) is False else ""
 
     def _early_reason(self, early) -> str:
         """Why JupyterLab ended before it answered: its exit, OOM and last output."""
@@ -224,15 +251,24 @@ class Starting(Phase):
         except PortInUse:
             self._discard_unbound(container, port)
             container, port = self._launch(secret)
-            self._save(replace(self.status, port=port, base_url=self._base(port)))
+            self._save(replace(self.status, port=port, base_url=self._base(port)), must=True)
             self._ready(container, port, secret)
         self._drop_auth()  # JupyterLab has read it (the token just worked)
-        write_private(os.path.join(self.req.session_dir, CONNECTION_FILE),
-                      connection_yaml(self.host, port, secret))
+        conn_file = os.path.join(self.req.session_dir, CONNECTION_FILE)
+        try:
+            write_private(conn_file, connection_yaml(self.host, port, secret))
+        except OSError as exc:
+            raise SessionFailure(f"could not write {CONNECTION_FILE} in "
+                                 f"{self.req.session_dir}: {exc.strerror or exc}") from None
         took = time.monotonic() - self.start_clock
         message = running_message(self.name)
-        self._save(self.status.advance("Running", ready_at=now_iso(), port=port,
-                                       message=message))
+        try:
+            self._save(self.status.advance("Running", ready_at=now_iso(), port=port,
+                                           message=message), must=True)
+        except SessionFailure:  # never a Connect (connection.yml) without a Running card
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(conn_file)
+            raise
         say(f"{message}; ready in {took:.1f} s")
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")

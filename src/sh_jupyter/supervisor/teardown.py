@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import psutil
+
 from sh_jupyter.files import removable_tree
 from sh_jupyter.progress import say
 from sh_jupyter.runner import run
@@ -39,20 +41,49 @@ class TearingDown(Phase):
         return self.client is not None or self.watch is not None
 
     def _remove_container(self) -> bool:
-        """Stop and remove the container, starting the API service again if it is down."""
+        """Stop and remove the container, starting the API service again if it is down.
+
+        A second try also follows a refusal: Podman 5 before 5.6 fails the first removal of
+        a container whose conmon was killed ("conmon exited prematurely", podman#26640) and
+        marks it exited, so the next one removes it (the epilog does the same)."""
         for attempt in (1, 2):
             if not self._ensure_service():
+                if attempt == 1 and self._stop_by_pid():
+                    continue  # its processes are gone: Podman may have room to start now
                 return False
             try:
                 podman_shell().stop_and_remove(self.client, self.name,
-                                          self.cfg["session.stop_timeout"])
+                                               self.cfg["session.stop_timeout"])
                 say(f"container {self.name} removed")
                 return True
             except Exception as exc:  # noqa: BLE001 - report, maybe retry, keep tearing down
                 say(f"could not remove container {self.name}: {exc}")
-                if attempt == 2 or self.service.alive():
+                if attempt == 2:
                     return False
         return False
+
+    def _stop_by_pid(self) -> bool:
+        """Stop the container as its owner can without Podman: SIGTERM to its init, SIGKILL
+        after session.stop_timeout. For when Podman itself cannot start (the user is at the
+        process limit: the container's own processes count), so that it then can."""
+        pid = self.watch.pid if self.conmon_lost and self.watch else self.init_pid
+        if pid <= 0:
+            return False
+        try:
+            init = psutil.Process(pid)
+            if init.uids().real != self.req.uid \
+                    or init.create_time() > self.launched_at:
+                return False  # not the container's init (gone, or its pid taken since)
+            init.terminate()
+            try:
+                init.wait(self.cfg["session.stop_timeout"])
+            except psutil.TimeoutExpired:
+                init.kill()
+                init.wait(5)
+        except (psutil.Error, ValueError):
+            return False
+        say(f"Podman could not start: stopped the container's processes directly (init {pid})")
+        return True
 
     def _remove_tree(self, path: str) -> None:
         """Delete a session scratch dir; files owned by sub-ids need `podman unshare`.

@@ -6,32 +6,16 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
-import psutil
-
 from sh_jupyter.container import exits
 from sh_jupyter.container.spec import network_mode
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.progress import say
 from sh_jupyter.session import now_iso
 from sh_jupyter.supervisor import activity, follow, ports, readiness
+from sh_jupyter.supervisor.netns import helper_alive, helper_gone
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 
 RETRY_INTERVAL = 5  # seconds from a failed health check to the next
-NETWORK_HELPERS = {"slirp4netns": ("slirp4netns",), "pasta": ("pasta", "passt", "pasta.avx2")}
-
-
-def helper_alive(mode: str, netns: str, uid: int) -> bool | None:
-    """Is the rootless network helper that serves this network namespace still running?
-    None when the mode has no helper of its own to look for."""
-    names = NETWORK_HELPERS.get(mode)
-    if not names:
-        return None
-    for proc in psutil.process_iter(["name", "uids", "cmdline"]):
-        info = proc.info
-        if info["name"] in names and info["uids"] and info["uids"].real == uid \
-                and any(netns in part for part in info["cmdline"] or ()):
-            return True
-    return False
 
 
 class Watching(Phase):
@@ -90,7 +74,7 @@ class Watching(Phase):
             return f"its container is {status or 'not running'}"
         mode = network_mode(self.cfg["podman.network"], self.podman_version, self.have_pasta)
         if netns and helper_alive(mode, netns, self.req.uid) is False:
-            return f"its network helper ({mode}) is gone, so nothing reaches it"
+            return helper_gone(mode, self.conmon_lost)
         return f"JupyterLab itself does not answer (its container runs, network {mode})"
 
     def _idle_for(self, host: str, report: dict) -> float | None:
@@ -123,6 +107,7 @@ class Watching(Phase):
         if facts.status == "running" and facts.pid > 0:
             say("conmon exited but the container runs on; following its init process")
             self._follow(facts.pid)
+            self.conmon_lost = True
             self._release_service()
             return None
         if facts.exit_code == 0:

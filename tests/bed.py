@@ -355,3 +355,11 @@ def count_tasks(uid: int) -> int:
         except OSError:
             continue
     return count
+
+
+def scratch_dir(user: str, session_id: str) -> str:
+    """Where the default config puts a session's scratch on the node (the prolog makes the
+    root-owned parent and the user's own directory under it)."""
+    from sh_jupyter.paths import NODE_DIR
+
+    return f"{NODE_DIR}/{user}/scratch/{session_id}"

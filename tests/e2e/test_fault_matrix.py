@@ -239,7 +239,7 @@ def _leftovers(user: str, sub: dict, pids: dict[int, str]) -> list[str]:
     runtime = f"/run/user/{uid}/sh-jupyter"
     if os.path.isdir(runtime):
         left += [f"runtime file {n}" for n in os.listdir(runtime) if n.startswith(sid[:8])]
-    scratch = f"/var/tmp/sh-jupyter-{user}/scratch/{sid}"
+    scratch = bed.scratch_dir(user, sid)
     if os.path.lexists(scratch):
         left.append(f"scratch {scratch}")
     left += [f"process {pid} {' '.join(_argv(pid))[:80]}" for pid, started in pids.items()

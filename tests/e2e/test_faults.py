@@ -194,6 +194,8 @@ def test_a_killed_network_helper_ends_the_session_with_the_reason(cleanup):
                            "health_failures = 2\n")
     sub, _ = bed.start(U1, cfg, cleanup)
     sid = sub["session_id"]
+    scratch = bed.scratch_dir(U1, sid)
+    assert os.path.isdir(scratch), scratch  # what the end must remove
     mode, needle = _network_helper()
     helpers = _procs(U1, needle)
     assert helpers, f"no {mode} process of {U1}"
@@ -206,5 +208,4 @@ def test_a_killed_network_helper_ends_the_session_with_the_reason(cleanup):
     assert f"its network helper ({mode}) is gone" in card["reason"], card["reason"]
     assert f"epcc-ces-jupyter-{sid}" not in bed.containers_of(U1)
     assert _api_services(U1, sid) == [] and _runtime_leftovers(U1, sid) == []
-    scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sid}"
     assert not os.path.lexists(scratch), scratch

@@ -169,7 +169,7 @@ def _next_session_works(user: str, cfg: str, cleanup: list[str], scratch_root: s
 
 
 def _default_scratch(user: str) -> str:
-    return f"/var/tmp/sh-jupyter-{user}/scratch"
+    return os.path.dirname(bed.scratch_dir(user, "x"))
 
 
 # -- the cases ---------------------------------------------------------------------------

@@ -9,8 +9,8 @@ owns), and it must sit on a nodev,nosuid mount so that whatever slips in stays i
 
 The walk never follows a symbolic link: each directory is opened relative to its parent's
 descriptor with O_NOFOLLOW, so an entry swapped for a link during the walk is not entered.
-It is capped in entries and time (a store holds some 40 000 entries per image; measured about
-0.2 s each) so that a probe running doctor never hangs on a huge store.
+It is capped in entries and time so that a probe running doctor never hangs on a huge store
+(measured on the test bed: a store of about 77 000 entries, several images, walks in 0.3 s).
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def test_a_directory_where_the_socket_goes_does_not_drain_the_node():
         out = bed.as_user(ATTACKER, [
             "sbatch", "--parsable", "--wait", "--chdir", work, "-o", f"{work}/output.log",
             "--wrap", f"mkdir -p {planted}"], timeout=120)
-        assert out.returncode == 0, out.stderr
         job_id = out.stdout.strip().split(";")[0]
+        assert out.returncode == 0, out.stderr
         bed.wait_for(lambda: any(" cleanup " in line for line in log_lines(job_id)),
                      HOOK_BUDGET, "the epilog's last line")
         bed.wait_for(lambda: "comp" not in _node_state(), 60, "the node to leave COMPLETING")
@@ -127,6 +127,10 @@ def test_a_directory_where_the_socket_goes_does_not_drain_the_node():
         assert bed.job_state(job_id) in ("COMPLETED", "GONE"), bed.job_state(job_id)
         assert os.path.isdir(planted)  # left alone: root deletes no user's tree
     finally:
+        with contextlib.suppress(AssertionError, NameError):  # the epilog's end, then undrain
+            bed.wait_for(lambda: any(" cleanup " in line or " error: " in line
+                                     for line in log_lines(job_id)), HOOK_BUDGET, "epilog")
+            bed.wait_for(lambda: "comp" not in _node_state(), 60, "the node to settle")
         _resume_if_drained()
         bed.as_user(ATTACKER, ["rm", "-rf", "--", planted, work])
 
@@ -347,20 +351,23 @@ def test_a_podman_that_hangs_neither_fails_the_epilog_nor_outlives_it(attacker_c
 
 @pytest.mark.usefixtures("testbed")
 def test_hooks_log_is_private_and_a_user_cannot_forge_its_lines():
-    """As shjuser2, run a process whose command line carries the poser session's socket path
-    (so the epilog ends and logs it as a stray API service), a newline and a forged log line,
-    and a 20 000-character argument. hooks.log used to be world-readable (0644) and wrote the
-    command line raw: the forged line appeared as a line of its own."""
+    """As shjuser2, run a process that looks like the poser session's orphaned Podman API
+    service (`podman system service unix://<its socket>`, so the epilog ends it and logs its
+    command line) with an argument holding a newline, a forged log line, an escape sequence
+    and 20 000 more characters. hooks.log used to be world-readable (0644) and wrote such text
+    raw: the forged line appeared as a line of its own."""
     sid, work = _poser()
     auid = _pw(ATTACKER).pw_uid
     job_id = _fake_job_id()
     forged = f"2030-01-01T00:00:00 epilog job={job_id} user={VICTIM} FORGED cleanup done"
-    marker = f"/run/user/{auid}/sh-jupyter/{sid[:8]}.sock"
+    uri = f"unix:///run/user/{auid}/sh-jupyter/{sid[:8]}.sock"
+    payload = "x\n" + forged + "\x1b[2K" + "y" * 20000
     start = os.path.getsize(LOG) if os.path.exists(LOG) else 0
-    proc = bed.popen_as_user(ATTACKER, ["/usr/bin/python3", "-c", "import time; time.sleep(300)",
-                                        "x\n" + forged + "\x1b[2K" + "y" * 20000, marker])
+    proc = bed.popen_as_user(ATTACKER, [
+        "bash", "-c", 'exec -a podman /usr/bin/python3 -c "import time; time.sleep(300)" '
+        'system service "$1" "$2"', "_", payload, uri])
     try:
-        bed.wait_for(lambda: marker.encode() in _cmdline(proc), 10, "the attacker's process")
+        bed.wait_for(lambda: uri.encode() in _cmdline(proc), 10, "the attacker's process")
         epi = run_hook("epilog", ATTACKER, job_id, work)
         assert epi.returncode == 0, epi.stderr
         st = os.stat(LOG)
@@ -375,7 +382,7 @@ def test_hooks_log_is_private_and_a_user_cannot_forge_its_lines():
         assert any("terminating stray" in line and "\\n" + forged in line for line in mine), mine
         assert max(len(line) for line in mine) < 2200
     finally:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, IndexError, OSError):
             os.kill(_child(proc), signal.SIGKILL)
         proc.wait(timeout=10)
         bed.as_user(ATTACKER, ["rm", "-rf", "--", work])

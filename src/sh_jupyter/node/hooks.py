@@ -200,16 +200,20 @@ class Node:
         return True
 
     def end_stray_processes(self) -> None:
-        """End this session's own Podman API service if its supervisor was killed."""
-        marker = podman_args.service_socket(self.cfg, self.ctx)
+        """End this session's own Podman API service if its supervisor was killed: a process
+        of the user's that is `podman ... system service ... unix://<this session's socket>`,
+        and nothing else (the socket path in any other command line is just text)."""
+        uri = "unix://" + podman_args.service_socket(self.cfg, self.ctx)
         victims = []
         for proc in psutil.process_iter(["uids", "cmdline"]):
             info = proc.info
-            if info["uids"] and info["uids"].real == self.job.uid and \
-                    any(marker in part for part in info["cmdline"] or ()):
+            argv = info["cmdline"] or []
+            if info["uids"] and info["uids"].real == self.job.uid and argv \
+                    and os.path.basename(argv[0]) == "podman" and uri in argv \
+                    and "system" in argv and "service" in argv:
                 victims.append(proc)
         for proc in victims:
-            self.log(f"terminating stray {proc.pid}: {' '.join(proc.info['cmdline'][:4])}")
+            self.log(f"terminating stray {proc.pid}: {' '.join(proc.info['cmdline'])}")
             proc.send_signal(signal.SIGTERM)
         _gone, alive = psutil.wait_procs(victims, timeout=5)
         for proc in alive:

@@ -16,6 +16,7 @@ from sh_jupyter.container.spec import (
     LABEL_VERSION,
     HostMount,
     SessionFacts,
+    cgroups_mode,
     create_kwargs,
     environment,
     host_mounts,
@@ -101,7 +102,7 @@ def test_hardening() -> None:
     assert kw["cap_drop"] == ["ALL"]
     assert kw["cap_add"] == []
     assert kw["no_new_privileges"] is True
-    assert kw["pids_limit"] == 4096
+    assert "pids_limit" not in kw  # in a job: the job's cgroup, none of its own (below)
     assert kw["shm_size"] == "1g"
     assert kw["working_dir"] == "/root"
     assert kw["environment"]["HOME"] == "/root"
@@ -126,7 +127,7 @@ def test_cap_add_is_normalised() -> None:
 
 def test_devices_and_pids() -> None:
     cfg = config.parse('[podman]\ndevices = ["/dev/fuse"]\npids_limit = 128\n'
-                       'shm_size = "2g"\n')
+                       'shm_size = "2g"\ncgroups = "enabled"\n')
     kw = build(cfg)
     assert kw["devices"] == ["/dev/fuse"]
     assert kw["devices"] is not cfg["podman.devices"]
@@ -400,14 +401,42 @@ def test_environment_function_directly() -> None:
     }
 
 
-# --- resource limits -----------------------------------------------------------------------
+# --- cgroups and resource limits ---------------------------------------------------------
 
 LIMIT_KEYS = {"cpu_period", "cpu_quota", "mem_limit"}
+LOCAL = dataclasses.replace(CTX, job_id="local")
+ENABLED = config.parse('[podman]\ncgroups = "enabled"\n')
+
+
+def test_in_a_job_the_container_stays_in_the_jobs_cgroup() -> None:
+    """Podman's own cgroup would be a systemd scope outside the job on cgroup v2: outside the
+    job's memory and CPU limits and outside what scancel ends. So no cgroup of its own, and
+    none of its own limits (the job's hold it)."""
+    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True)
+    kw = build(facts=facts)
+    assert kw["cgroups_mode"] == "disabled"
+    assert not (LIMIT_KEYS | {"pids_limit"}) & set(kw)
+
+
+def test_outside_a_job_podmans_default_cgroup_stays() -> None:
+    kw = build(facts=SessionFacts(ctx=LOCAL, port=PORT))
+    assert "cgroups_mode" not in kw and kw["pids_limit"] == 4096
+
+
+@pytest.mark.parametrize(("setting", "ctx", "want"), [
+    ("auto", CTX, "disabled"), ("auto", LOCAL, "enabled"),
+    ("enabled", CTX, "enabled"), ("disabled", LOCAL, "disabled"),
+])
+def test_cgroups_setting(setting: str, ctx: TemplateContext, want: str) -> None:
+    assert cgroups_mode(setting, ctx) == want
+    kw = build(config.parse(f'[podman]\ncgroups = "{setting}"\n'),
+               facts=SessionFacts(ctx=ctx, port=PORT))
+    assert kw.get("cgroups_mode", "enabled") == want
 
 
 def test_limits_applied() -> None:
     facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True)
-    kw = build(facts=facts)
+    kw = build(ENABLED, facts=facts)
     assert kw["cpu_period"] == 100000
     assert kw["cpu_quota"] == 400000
     assert kw["mem_limit"] == "8g"
@@ -420,10 +449,10 @@ def test_limits_not_applied() -> None:
 
 def test_limits_only_for_known_values() -> None:
     cpus_only = SessionFacts(ctx=CTX, port=PORT, cpus=2, memory_gib=0, apply_limits=True)
-    kw = build(facts=cpus_only)
+    kw = build(ENABLED, facts=cpus_only)
     assert (kw["cpu_quota"], "mem_limit" in kw) == (200000, False)
     memory_only = SessionFacts(ctx=CTX, port=PORT, cpus=0, memory_gib=16, apply_limits=True)
-    kw = build(facts=memory_only)
+    kw = build(ENABLED, facts=memory_only)
     assert (kw["mem_limit"], "cpu_quota" in kw, "cpu_period" in kw) == ("16g", False, False)
 
 

@@ -16,7 +16,7 @@ from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
 from sh_jupyter.container.podman_args import parse_version
 from sh_jupyter.paths import TemplateContext, expand_path
-from sh_jupyter.session import container_name
+from sh_jupyter.session import LOCAL_JOB_ID, container_name
 
 LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
@@ -77,6 +77,18 @@ def network_mode(setting: str, podman_version: str, have_pasta: bool) -> str:
     return "pasta" if podman_major(podman_version) >= 5 and have_pasta else "slirp4netns"
 
 
+def cgroups_mode(setting: str, ctx: TemplateContext) -> str:
+    """Podman's --cgroups for the container. In a Slurm job it must be "disabled": the
+    container's processes then stay in the cgroup of the process that starts them, the job's,
+    so the job's memory and CPU limits hold them and scancel ends them. Podman's default
+    ("enabled") asks the user's systemd, on cgroup v2, for a scope under user@UID.service:
+    outside the job, its limits and its kill (on cgroup v1 rootless Podman makes no cgroup,
+    so there the two modes place the container alike). Outside a job Podman's default stays."""
+    if setting != "auto":
+        return setting
+    return "disabled" if ctx.job_id and ctx.job_id != LOCAL_JOB_ID else "enabled"
+
+
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
     """Expand every mount's source for this session (ValueError if a value is unsafe)."""
     return [HostMount(expand_path(m.source, ctx), normalize(m.target), m.read_only,
@@ -125,7 +137,7 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SH_JUPYTER_SESSION_ID": facts.ctx.session_id,
     }
-    if facts.ctx.job_id and facts.ctx.job_id != "local":
+    if facts.ctx.job_id and facts.ctx.job_id != LOCAL_JOB_ID:
         env["SLURM_JOB_ID"] = facts.ctx.job_id
     if any(m.target == PERSIST_TARGET for m in mounts):
         env.update({
@@ -182,7 +194,6 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         "cap_drop": ["ALL"],
         "cap_add": [c.upper().removeprefix("CAP_") for c in cfg["podman.cap_add"]],
         "no_new_privileges": True,
-        "pids_limit": cfg["podman.pids_limit"],
         "shm_size": cfg["podman.shm_size"],
         "stop_signal": 15,  # podman-py needs an int here
         "stop_timeout": cfg["session.stop_timeout"],
@@ -199,6 +210,11 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
         # session, and the published port is still refused when taken.
         kwargs["network_options"] = {"slirp4netns": ["port_handler=slirp4netns"]}
+    if cgroups_mode(cfg["podman.cgroups"], facts.ctx) == "disabled":
+        # No cgroup of its own, so no limit of its own either: the job's cgroup holds it.
+        kwargs["cgroups_mode"] = "disabled"
+        return kwargs
+    kwargs["pids_limit"] = cfg["podman.pids_limit"]
     if facts.apply_limits:
         if facts.cpus:
             kwargs["cpu_period"] = 100000

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sh_jupyter import config as config_mod
 from sh_jupyter.container import oci_runtime, podman_args
-from sh_jupyter.container.spec import network_mode
+from sh_jupyter.container.spec import cgroups_mode, network_mode
 from sh_jupyter.doctor import gpu as gpu_doctor
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
 from sh_jupyter.errors import SessionFailure, UsageError
@@ -87,7 +87,7 @@ class Doctor:
         checks += [self.image]
         if self.me.pw_uid != 0:
             checks.append(self.keep_groups)
-        checks += [self.slurm, self.gpus]
+        checks += [self.slurm, self.cgroups, self.gpus]
         for check in checks:
             check()
         return self.findings
@@ -278,6 +278,31 @@ class Doctor:
         else:
             self.add("batch-script", OK, f"{batch} is executable")
 
+
+    def cgroups(self) -> None:
+        """Do session containers stay in their Slurm job's cgroup (its limits, its end)?"""
+        cfg = self.cfg or config_mod.default()
+        setting = cfg["podman.cgroups"]
+        in_job = cgroups_mode(setting, TemplateContext("u", "/", 0, "x", "1"))
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        if in_job == "enabled" and v2:
+            self.add("cgroups", ERROR, f'podman.cgroups = "{setting}" on cgroup v2: a '
+                     "session's container gets a cgroup of Podman's (with systemd a scope "
+                     "under user@UID.service), outside its Slurm job: outside the job's memory "
+                     "and CPU limits, and scancel does not end it",
+                     'podman.cgroups = "auto" (disabled in Slurm jobs)')
+            return
+        where = ("in its Slurm job's cgroup (podman.cgroups: disabled in jobs), under the "
+                 "job's limits and ended with it") if in_job == "disabled" else (
+                 "in its Slurm job's cgroups (cgroup v1: rootless Podman makes none)")
+        proctrack = (self.slurm_conf[0] or {}).get("ProctrackType", "")
+        if proctrack and proctrack != "proctrack/cgroup":
+            self.add("cgroups", WARN, f"ProctrackType is {proctrack}: Slurm may not end "
+                     "every process of a session's job", "ProctrackType=proctrack/cgroup in "
+                     "slurm.conf")
+            return
+        self.add("cgroups", OK, f"cgroup {'v2' if v2 else 'v1'}: a session's container stays "
+                 + where)
 
     def gpus(self) -> None:
         gpu_doctor.check(self.cfg or config_mod.default(), self.add, self.slurm_conf[0])

@@ -12,7 +12,13 @@ from dataclasses import replace
 from sh_jupyter import gpu, launch
 from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
-from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts, network_mode
+from sh_jupyter.container.spec import (
+    SessionFacts,
+    cgroups_mode,
+    create_kwargs,
+    host_mounts,
+    network_mode,
+)
 from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
 from sh_jupyter.files import ensure_user_dir, read_text, write_private
 from sh_jupyter.progress import say
@@ -119,6 +125,10 @@ class Starting(Phase):
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
         if apply_limits is None:
             apply_limits = cgroups.limits_possible()
+        if cgroups_mode(cfg["podman.cgroups"], self.ctx) == "disabled":
+            say("container cgroups: disabled (it stays in this job's cgroup, under the job's "
+                "limits)" + ("; podman.limits = \"always\" has no cgroup to apply to"
+                             if cfg["podman.limits"] == "always" else ""))
         gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],

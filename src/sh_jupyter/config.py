@@ -222,10 +222,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "enabled: with podman.cgroups disabled the job's own cgroup limits it",
                       _one_of("auto", "always", "never")),
         "cgroups": Key("str", "auto", "where the container's processes live (Podman's "
-                       "--cgroups). auto: disabled in a Slurm job, Podman's default outside "
-                       "one. disabled: in the job's own cgroup, under its memory and CPU limits "
-                       "and ended with the job. enabled: a cgroup of Podman's, which on cgroup "
-                       "v2 with systemd is a scope under user@UID.service, outside the job",
+                       "--cgroups). auto: disabled in a Slurm job on cgroup v2, else Podman's "
+                       "default. disabled: in the job's own cgroup, under its memory and CPU "
+                       "limits and ended with the job. enabled: a cgroup of Podman's, which on "
+                       "cgroup v2 with systemd is a scope under user@UID.service, outside the "
+                       "job (on cgroup v1 rootless Podman makes none: the job's holds it)",
                        _one_of("auto", "disabled", "enabled")),
     },
     "proxy": {

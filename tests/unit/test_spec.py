@@ -102,7 +102,7 @@ def test_hardening() -> None:
     assert kw["cap_drop"] == ["ALL"]
     assert kw["cap_add"] == []
     assert kw["no_new_privileges"] is True
-    assert "pids_limit" not in kw  # in a job: the job's cgroup, none of its own (below)
+    assert kw["pids_limit"] == 4096  # with a cgroup of its own (cgroup v1, or enabled)
     assert kw["shm_size"] == "1g"
     assert kw["working_dir"] == "/root"
     assert kw["environment"]["HOME"] == "/root"
@@ -408,29 +408,35 @@ LOCAL = dataclasses.replace(CTX, job_id="local")
 ENABLED = config.parse('[podman]\ncgroups = "enabled"\n')
 
 
-def test_in_a_job_the_container_stays_in_the_jobs_cgroup() -> None:
+def test_in_a_job_on_cgroup_v2_the_container_stays_in_the_jobs_cgroup() -> None:
     """Podman's own cgroup would be a systemd scope outside the job on cgroup v2: outside the
     job's memory and CPU limits and outside what scancel ends. So no cgroup of its own, and
     none of its own limits (the job's hold it)."""
-    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True)
+    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True,
+                         cgroup_v2=True)
     kw = build(facts=facts)
     assert kw["cgroups_mode"] == "disabled"
     assert not (LIMIT_KEYS | {"pids_limit"}) & set(kw)
 
 
-def test_outside_a_job_podmans_default_cgroup_stays() -> None:
-    kw = build(facts=SessionFacts(ctx=LOCAL, port=PORT))
-    assert "cgroups_mode" not in kw and kw["pids_limit"] == 4096
+def test_elsewhere_podmans_default_cgroup_stays() -> None:
+    """Outside a job there is no job to stay in; on cgroup v1 rootless Podman makes no
+    cgroup, so the container is in the job's already."""
+    for facts in (SessionFacts(ctx=LOCAL, port=PORT, cgroup_v2=True),
+                  SessionFacts(ctx=CTX, port=PORT, cgroup_v2=False)):
+        kw = build(facts=facts)
+        assert "cgroups_mode" not in kw and kw["pids_limit"] == 4096
 
 
-@pytest.mark.parametrize(("setting", "ctx", "want"), [
-    ("auto", CTX, "disabled"), ("auto", LOCAL, "enabled"),
-    ("enabled", CTX, "enabled"), ("disabled", LOCAL, "disabled"),
+@pytest.mark.parametrize(("setting", "job", "v2", "want"), [
+    ("auto", True, True, "disabled"), ("auto", False, True, "enabled"),
+    ("auto", True, False, "enabled"), ("enabled", True, True, "enabled"),
+    ("disabled", False, False, "disabled"),
 ])
-def test_cgroups_setting(setting: str, ctx: TemplateContext, want: str) -> None:
-    assert cgroups_mode(setting, ctx) == want
+def test_cgroups_setting(setting: str, job: bool, v2: bool, want: str) -> None:
+    assert cgroups_mode(setting, job, v2) == want
     kw = build(config.parse(f'[podman]\ncgroups = "{setting}"\n'),
-               facts=SessionFacts(ctx=ctx, port=PORT))
+               facts=SessionFacts(ctx=CTX if job else LOCAL, port=PORT, cgroup_v2=v2))
     assert kw.get("cgroups_mode", "enabled") == want
 
 

@@ -61,6 +61,8 @@ class SessionFacts:
     # what podman.network = "auto" resolves with.
     podman_version: str = ""
     have_pasta: bool = False
+    # The node's cgroups are v2 (unified): what podman.cgroups = "auto" resolves with.
+    cgroup_v2: bool = False
 
 
 def podman_major(version: str) -> int:
@@ -77,16 +79,21 @@ def network_mode(setting: str, podman_version: str, have_pasta: bool) -> str:
     return "pasta" if podman_major(podman_version) >= 5 and have_pasta else "slirp4netns"
 
 
-def cgroups_mode(setting: str, ctx: TemplateContext) -> str:
-    """Podman's --cgroups for the container. In a Slurm job it must be "disabled": the
-    container's processes then stay in the cgroup of the process that starts them, the job's,
-    so the job's memory and CPU limits hold them and scancel ends them. Podman's default
-    ("enabled") asks the user's systemd, on cgroup v2, for a scope under user@UID.service:
-    outside the job, its limits and its kill (on cgroup v1 rootless Podman makes no cgroup,
-    so there the two modes place the container alike). Outside a job Podman's default stays."""
+def in_job(ctx: TemplateContext) -> bool:
+    """Does the session run in a Slurm job (not `run --local`)?"""
+    return bool(ctx.job_id) and ctx.job_id != LOCAL_JOB_ID
+
+
+def cgroups_mode(setting: str, job: bool, cgroup_v2: bool) -> str:
+    """Podman's --cgroups for the container. On cgroup v2 Podman's default ("enabled") asks
+    the user's systemd for a scope under user@UID.service: outside the Slurm job, its memory
+    and CPU limits and what scancel ends. "disabled" leaves the container's processes in the
+    cgroup of the process that starts them, the job's. On cgroup v1 rootless Podman makes no
+    cgroup at all, so the container already stays in the job's cgroups: nothing to change
+    there. Outside a job Podman's default stays."""
     if setting != "auto":
         return setting
-    return "disabled" if ctx.job_id and ctx.job_id != LOCAL_JOB_ID else "enabled"
+    return "disabled" if job and cgroup_v2 else "enabled"
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -137,7 +144,7 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SH_JUPYTER_SESSION_ID": facts.ctx.session_id,
     }
-    if facts.ctx.job_id and facts.ctx.job_id != LOCAL_JOB_ID:
+    if in_job(facts.ctx):
         env["SLURM_JOB_ID"] = facts.ctx.job_id
     if any(m.target == PERSIST_TARGET for m in mounts):
         env.update({
@@ -210,7 +217,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
         # session, and the published port is still refused when taken.
         kwargs["network_options"] = {"slirp4netns": ["port_handler=slirp4netns"]}
-    if cgroups_mode(cfg["podman.cgroups"], facts.ctx) == "disabled":
+    if cgroups_mode(cfg["podman.cgroups"], in_job(facts.ctx), facts.cgroup_v2) == "disabled":
         # No cgroup of its own, so no limit of its own either: the job's cgroup holds it.
         kwargs["cgroups_mode"] = "disabled"
         return kwargs

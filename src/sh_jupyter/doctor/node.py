@@ -283,8 +283,8 @@ class Doctor:
         """Do session containers stay in their Slurm job's cgroup (its limits, its end)?"""
         cfg = self.cfg or config_mod.default()
         setting = cfg["podman.cgroups"]
-        in_job = cgroups_mode(setting, TemplateContext("u", "/", 0, "x", "1"))
         v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        in_job = cgroups_mode(setting, True, v2)
         if in_job == "enabled" and v2:
             self.add("cgroups", ERROR, f'podman.cgroups = "{setting}" on cgroup v2: a '
                      "session's container gets a cgroup of Podman's (with systemd a scope "

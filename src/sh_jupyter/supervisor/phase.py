@@ -79,6 +79,7 @@ class Phase:
     mounts: list[HostMount]
     present: set[str]
     keep_groups: bool
+    cgroup_v2: bool
     secret: str
     oom_baseline: int | None
     launch: LaunchOptions

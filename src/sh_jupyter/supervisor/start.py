@@ -17,6 +17,7 @@ from sh_jupyter.container.spec import (
     cgroups_mode,
     create_kwargs,
     host_mounts,
+    in_job,
     network_mode,
 )
 from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
@@ -73,9 +74,10 @@ class Starting(Phase):
         """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
         cfg, req = self.cfg, self.req
         env = podman_env(req.uid, req.job_env)
-        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
-                                    oci_runtime.node_facts(env["PATH"]))
+        facts = oci_runtime.node_facts(env["PATH"])
+        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"], facts)
         self.keep_groups = choice.keep_groups
+        self.cgroup_v2 = facts.cgroup == "v2"
         self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
                                      [*podman_args.for_user(cfg, self.ctx),
                                       "--runtime", choice.runtime],
@@ -125,7 +127,7 @@ class Starting(Phase):
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
         if apply_limits is None:
             apply_limits = cgroups.limits_possible()
-        if cgroups_mode(cfg["podman.cgroups"], self.ctx) == "disabled":
+        if cgroups_mode(cfg["podman.cgroups"], in_job(self.ctx), self.cgroup_v2) == "disabled":
             say("container cgroups: disabled (it stays in this job's cgroup, under the job's "
                 "limits)" + ("; podman.limits = \"always\" has no cgroup to apply to"
                              if cfg["podman.limits"] == "always" else ""))
@@ -139,7 +141,7 @@ class Starting(Phase):
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
-                                 self.have_pasta)
+                                 self.have_pasta, self.cgroup_v2)
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
                                    self.present, gpus)
             self.start_clock = time.monotonic()

@@ -294,7 +294,7 @@ class Doctor:
             return
         where = ("in its Slurm job's cgroup (podman.cgroups: disabled in jobs), under the "
                  "job's limits and ended with it") if in_job == "disabled" else (
-                 "in its Slurm job's cgroups (cgroup v1: rootless Podman makes none)")
+                 "in its Slurm job's cgroup v1 hierarchies (rootless Podman makes none)")
         proctrack = (self.slurm_conf[0] or {}).get("ProctrackType", "")
         if proctrack and proctrack != "proctrack/cgroup":
             self.add("cgroups", WARN, f"ProctrackType is {proctrack}: Slurm may not end "

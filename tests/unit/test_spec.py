@@ -9,6 +9,7 @@ import pytest
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
 from sh_jupyter.container.gpus import Assignment, container_environment
+from sh_jupyter.container.podman_args import cgroup_manager_args
 from sh_jupyter.container.spec import (
     LABEL_JOB,
     LABEL_SESSION,
@@ -438,6 +439,13 @@ def test_cgroups_setting(setting: str, job: bool, v2: bool, want: str) -> None:
     kw = build(config.parse(f'[podman]\ncgroups = "{setting}"\n'),
                facts=SessionFacts(ctx=CTX if job else LOCAL, port=PORT, cgroup_v2=v2))
     assert kw.get("cgroups_mode", "enabled") == want
+
+
+def test_podman_itself_stays_in_the_job_when_the_containers_cgroups_are_disabled() -> None:
+    """With the systemd manager Podman would move itself (and the conmon it starts) into a
+    scope of its own under user@UID.service."""
+    assert cgroup_manager_args("disabled") == ["--cgroup-manager", "cgroupfs"]
+    assert cgroup_manager_args("enabled") == []
 
 
 def test_limits_applied() -> None:

@@ -28,6 +28,15 @@ def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
     return args
 
 
+def cgroup_manager_args(cgroups: str) -> list[str]:
+    """Podman's own global option for a container whose cgroups are disabled: Podman must
+    stay in the job's cgroup as well. On cgroup v2 rootless Podman with the systemd cgroup
+    manager moves itself into a scope of its own under user@UID.service (podman-PID.scope)
+    when it does not own its cgroup, as in a Slurm job, and conmon and the container it starts
+    follow it there (measured). The cgroupfs manager asks systemd for nothing."""
+    return ["--cgroup-manager", "cgroupfs"] if cgroups == "disabled" else []
+
+
 def service_socket(cfg: Config, ctx: TemplateContext) -> str:
     """The session's own Podman API socket (short: unix socket paths are limited to 107
     bytes). The epilog finds an orphaned service by it."""

@@ -78,9 +78,11 @@ class Starting(Phase):
         choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"], facts)
         self.keep_groups = choice.keep_groups
         self.cgroup_v2 = facts.cgroup == "v2"
+        cgroups = cgroups_mode(cfg["podman.cgroups"], in_job(self.ctx), self.cgroup_v2)
         self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
                                      [*podman_args.for_user(cfg, self.ctx),
-                                      "--runtime", choice.runtime],
+                                      "--runtime", choice.runtime,
+                                      *podman_args.cgroup_manager_args(cgroups)],
                                      cfg["podman.api_timeout"])
         self.service.start()
         return choice

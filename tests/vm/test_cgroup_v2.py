@@ -228,8 +228,13 @@ def test_the_epilog_cleans_up_after_a_killed_supervisor(cfg, cleanup):
     assert not [p for p in pids.values() if os.path.exists(f"/proc/{p}")]
     bed.wait_for(lambda: not os.path.exists(f"/sys/fs/cgroup{jobcg}"), SLOW,
                  "the job's cgroup to go")
-    with open("/var/log/sh-jupyter/hooks.log", encoding="utf-8") as fh:
-        hooks = [line for line in fh if f"epilog job={job} " in line]
+
+    def epilog_lines() -> list[str]:
+        with open("/var/log/sh-jupyter/hooks.log", encoding="utf-8") as fh:
+            return [line for line in fh if f"epilog job={job} " in line]
+    bed.wait_for(lambda: any(" cleanup " in line for line in epilog_lines()), SLOW,
+                 "the epilog's last word")
+    hooks = epilog_lines()
     record("epilog.txt", "".join(hooks))
     assert any("cleanup done" in line for line in hooks), hooks
     assert not user_scopes(U1)
@@ -242,7 +247,9 @@ def test_doctor_on_cgroup_v2(guest):
     out = bed.as_user(U1, [bed.SH, "doctor", "--json"], timeout=SLOW)
     found = {f["check"]: f for f in json.loads(out.stdout)["findings"]}
     record("doctor.json", out.stdout)
-    assert found["cgroups"]["status"] == "ok" and "cgroup v2" in found["cgroups"]["message"]
+    assert found["cgroups"]["status"] == "ok", found["cgroups"]
+    assert "cgroup v2" in found["cgroups"]["message"]
+    assert "a trial container stayed" in found["cgroups"]["message"]
     assert found["keep-groups"]["status"] == "ok", found["keep-groups"]
     bad = bed.write_config('[podman]\ncgroups = "enabled"\n')
     out = bed.as_user(U1, [bed.SH, "--config", bad, "doctor", "--json"], timeout=SLOW)

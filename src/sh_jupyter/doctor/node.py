@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sh_jupyter import config as config_mod
 from sh_jupyter.container import oci_runtime, podman_args
+from sh_jupyter.container.cgroups import own_paths
 from sh_jupyter.container.spec import cgroups_mode, network_mode
 from sh_jupyter.doctor import gpu as gpu_doctor
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
@@ -295,6 +296,13 @@ class Doctor:
         where = ("in its Slurm job's cgroup (podman.cgroups: disabled in jobs), under the "
                  "job's limits and ended with it") if in_job == "disabled" else (
                  "in its Slurm job's cgroup v1 hierarchies (rootless Podman makes none)")
+        if in_job == "disabled" and self.me.pw_uid != 0 and self.choice is not None:
+            problem = self._cgroup_trial(cfg, self.choice.runtime)
+            if problem:
+                self.add("cgroups", ERROR, problem, "run `sh-jupyter doctor` as root for the "
+                         "node's checks; see docs/admin-guide.md, cgroup v2")
+                return
+            where += " (a trial container stayed in the cgroup that started it)"
         proctrack = (self.slurm_conf[0] or {}).get("ProctrackType", "")
         if proctrack and proctrack != "proctrack/cgroup":
             self.add("cgroups", WARN, f"ProctrackType is {proctrack}: Slurm may not end "
@@ -303,6 +311,27 @@ class Doctor:
             return
         self.add("cgroups", OK, f"cgroup {'v2' if v2 else 'v1'}: a session's container stays "
                  + where)
+
+    def _cgroup_trial(self, cfg: config_mod.Config, runtime: str) -> str:
+        """A real container started as a session's is: does it stay in the cgroup of what
+        started it (in a job: the job's)? "" when it does, else what went wrong."""
+        argv = ["podman", *podman_args.for_user(cfg, self.ctx), "--runtime", runtime,
+                *podman_args.cgroup_manager_args("disabled"), "run", "--rm", "--read-only",
+                "--network", "none", "--tmpfs", "/run", "--tmpfs", "/tmp", "--cgroups",
+                "disabled", "--cgroupns", "host", "--entrypoint", "cat", cfg["image.name"],
+                "/proc/self/cgroup"]
+        env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
+        out = _run(argv, timeout=60, env=env)
+        if out is None or out.returncode != 0:
+            detail = out.stderr.strip().splitlines()[-1:] if out is not None else []
+            return "a trial container with cgroups disabled failed" + (
+                f": {detail[0]}" if detail else "")
+        mine = own_paths(_read("/proc/self/cgroup")).get("", "?")
+        theirs = own_paths(out.stdout).get("", "?")
+        if theirs != mine:
+            return (f"a trial container with cgroups disabled ran in {theirs}, not in the "
+                    f"cgroup that started it ({mine}): in a Slurm job it would leave the job")
+        return ""
 
     def gpus(self) -> None:
         gpu_doctor.check(self.cfg or config_mod.default(), self.add, self.slurm_conf[0])

@@ -9,7 +9,7 @@ import pytest
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
 from sh_jupyter.container.gpus import Assignment, container_environment
-from sh_jupyter.container.podman_args import cgroup_manager_args
+from sh_jupyter.container.podman_args import cgroup_manager_args, stay_in_cgroup_env
 from sh_jupyter.container.spec import (
     LABEL_JOB,
     LABEL_SESSION,
@@ -446,6 +446,9 @@ def test_podman_itself_stays_in_the_job_when_the_containers_cgroups_are_disabled
     scope of its own under user@UID.service."""
     assert cgroup_manager_args("disabled") == ["--cgroup-manager", "cgroupfs"]
     assert cgroup_manager_args("enabled") == []
+    # Nor may it reach the user's systemd, which would move it to a podman-PID.scope anyway.
+    assert stay_in_cgroup_env("disabled") == {"DBUS_SESSION_BUS_ADDRESS": "disabled:"}
+    assert stay_in_cgroup_env("enabled") == {}
 
 
 def test_limits_applied() -> None:

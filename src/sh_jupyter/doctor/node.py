@@ -320,7 +320,8 @@ class Doctor:
                 "--network", "none", "--tmpfs", "/run", "--tmpfs", "/tmp", "--cgroups",
                 "disabled", "--cgroupns", "host", "--entrypoint", "cat", cfg["image.name"],
                 "/proc/self/cgroup"]
-        env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
+        env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}",
+               **podman_args.stay_in_cgroup_env("disabled")}
         out = _run(argv, timeout=60, env=env)
         if out is None or out.returncode != 0:
             detail = out.stderr.strip().splitlines()[-1:] if out is not None else []

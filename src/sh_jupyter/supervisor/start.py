@@ -79,6 +79,7 @@ class Starting(Phase):
         self.keep_groups = choice.keep_groups
         self.cgroup_v2 = facts.cgroup == "v2"
         cgroups = cgroups_mode(cfg["podman.cgroups"], in_job(self.ctx), self.cgroup_v2)
+        env.update(podman_args.stay_in_cgroup_env(cgroups))
         self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
                                      [*podman_args.for_user(cfg, self.ctx),
                                       "--runtime", choice.runtime,

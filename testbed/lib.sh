@@ -54,13 +54,17 @@ TESTBED_REPO="$(dirname -- "$TESTBED_DIR")"
 # The Debian releases the bed can be provisioned for: this machine's own, and the others as a
 # userland made by testbed/release (`--release NAME` of provision, test and teardown).
 TESTBED_KNOWN_RELEASES=(bookworm trixie)
+# Machines with a kernel of their own (testbed/vm: cgroup v2, systemd), where only the VM tier
+# (tests/vm) runs. `--release all` runs them after the userlands, whose image they reuse.
+TESTBED_VM_RELEASES=(trixie-vm)
 
 # host_release: this machine's Debian codename (bookworm, trixie).
 host_release() {
     (. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
 }
 
-# other_releases: the known releases that are not this machine's own, one per line.
+# other_releases: the known releases that are not this machine's own, then the VM releases,
+# one per line.
 other_releases() {
     local r host
     host="$(host_release)"
@@ -69,6 +73,7 @@ other_releases() {
             printf '%s\n' "$r"
         fi
     done
+    printf '%s\n' "${TESTBED_VM_RELEASES[@]}"
 }
 
 # apt must never stop to ask a question (there is no terminal in CI).

@@ -224,15 +224,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        "is installed, else slirp4netns. Never host: the session's port would "
                        "be JupyterLab's own socket, which any user can take first",
                        _network_mode),
-        "pids_limit": Key("int", 4096, "most processes in the container", _range(64, 1 << 22)),
+        "pids_limit": Key("int", 4096, "most processes in the container (a limit of its own "
+                          "cgroup: only with podman.cgroups enabled)", _range(64, 1 << 22)),
         "shm_size": Key("str", "1g", "size of /dev/shm"),
         "cap_add": Key("list[str]", [], "capabilities added back after dropping all "
                        "(JupyterLab needs none)", _caps),
         "devices": Key("list[str]", [], "host devices passed into every session (never GPUs: "
                        "a session gets its job's GPUs through CDI, see [gpu])"),
         "limits": Key("str", "auto", "apply the job's CPUs and memory to the container: auto "
-                      "(only where cgroup v2 is delegated), always, never",
+                      "(only where cgroup v2 is delegated), always, never. Only with cgroups "
+                      "enabled: with podman.cgroups disabled the job's own cgroup limits it",
                       _one_of("auto", "always", "never")),
+        "cgroups": Key("str", "auto", "where the container's processes live (Podman's "
+                       "--cgroups). auto: disabled in a Slurm job on cgroup v2, else Podman's "
+                       "default. disabled: in the job's own cgroup, under its memory and CPU "
+                       "limits and ended with the job. enabled: a cgroup of Podman's, which on "
+                       "cgroup v2 with systemd is a scope under user@UID.service, outside the "
+                       "job (on cgroup v1 rootless Podman makes none: the job's holds it)",
+                       _one_of("auto", "disabled", "enabled")),
     },
     "proxy": {
         "variables": Key("list[str]", ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",

@@ -245,6 +245,7 @@ def test_out_of_range(text: str, field: str, shown: str) -> None:
         ('[podman]\nnetwork = "bridge"\n', "podman.network", "'bridge'", "slirp4netns"),
         ('[podman]\nnetwork = "host"\n', "podman.network", "'host'", "pasta"),
         ('[podman]\nlimits = "sometimes"\n', "podman.limits", "'sometimes'", "auto"),
+        ('[podman]\ncgroups = "split"\n', "podman.cgroups", "'split'", "disabled"),
         ('[podman]\ncap_add = ["SYS_ADMIN"]\n', "podman.cap_add", "['SYS_ADMIN']", "SYS_ADMIN"),
         ('[session]\njob_name = ""\n', "session.job_name", "''", "letters"),
         ('[session]\njob_name = "jupyter app"\n', "session.job_name", "'jupyter app'", "letters"),

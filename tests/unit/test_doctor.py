@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from sh_jupyter import config
+from sh_jupyter.doctor import node
 from sh_jupyter.doctor.gpu import world_readable
 from sh_jupyter.doctor.node import fs_type, subid_range
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding, render, worst
 from sh_jupyter.slurm.config import parse as slurm_config
 
+CONTROLLERS = "/sys/fs/cgroup/cgroup.controllers"
 MOUNTS = """\
 /dev/vda / ext4 rw 0 0
 nfs1:/home /home nfs4 rw 0 0
@@ -88,3 +93,22 @@ def test_slurm_config_reads_plain_and_indexed_hook_keys():
     assert new["Epilog"] == "/usr/libexec/sh-jupyter/epilog"
     assert new["EpilogMsgTime"] == "2000 usec" and new["SLURM_VERSION"] == "24.11.5"
     assert "Prolog[0]" not in new
+
+
+@pytest.mark.parametrize(("v2", "setting", "proctrack", "want", "words"), [
+    (True, "auto", "proctrack/cgroup", OK, "cgroup v2: a session's container stays in its "
+     "Slurm job's cgroup (podman.cgroups: disabled in jobs)"),
+    (True, "enabled", "proctrack/cgroup", ERROR, "outside its Slurm job"),
+    (False, "auto", "proctrack/cgroup", OK, "cgroup v1 hierarchies (rootless Podman makes none)"),
+    (True, "auto", "proctrack/linuxproc", WARN, "ProctrackType is proctrack/linuxproc"),
+])
+def test_doctor_says_whether_containers_stay_in_their_job(monkeypatch, v2, setting, proctrack,
+                                                          want, words):
+    real = os.path.exists
+    monkeypatch.setattr(node.os.path, "exists", lambda p: v2 if p == CONTROLLERS else real(p))
+    doctor = node.Doctor(None)
+    doctor.cfg = config.parse(f'[podman]\ncgroups = "{setting}"\n')
+    doctor.__dict__["slurm_conf"] = ({"ProctrackType": proctrack}, "")
+    doctor.cgroups()
+    (finding,) = doctor.findings
+    assert (finding.check, finding.status) == ("cgroups", want) and words in finding.message

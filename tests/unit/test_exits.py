@@ -79,3 +79,11 @@ def test_oom_kill_count_reads_the_jobs_memory_cgroup():
     assert oom_kill_count("3:cpu:/x\n", files.get) is None
     assert oom_kill_count("12:memory:/gone\n", files.get) is None
     assert own_paths(V1)["cpuacct"] == "/slurm_vm"
+
+
+def test_oom_kill_count_on_v2_falls_back_to_the_nearest_memory_cgroup():
+    """Where the memory controller stops above the task's cgroup, the step's (or job's)
+    counter covers it: memory.events counts its whole subtree."""
+    step = ("/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/step_batch/memory.events")
+    assert oom_kill_count(V2, {step: "oom 1\noom_kill 3\n"}.get) == 3
+    assert oom_kill_count(V2, {}.get) is None

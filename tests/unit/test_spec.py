@@ -10,6 +10,7 @@ import pytest
 from sh_jupyter import __version__, config
 from sh_jupyter.config import Config
 from sh_jupyter.container.gpus import Assignment, container_environment
+from sh_jupyter.container.podman_args import cgroup_manager_args, stay_in_cgroup_env
 from sh_jupyter.container.spec import (
     AUTH_TARGET,
     LABEL_JOB,
@@ -18,6 +19,7 @@ from sh_jupyter.container.spec import (
     LABEL_VERSION,
     HostMount,
     SessionFacts,
+    cgroups_mode,
     create_kwargs,
     environment,
     host_mounts,
@@ -111,7 +113,7 @@ def test_hardening() -> None:
     assert kw["cap_drop"] == ["ALL"]
     assert kw["cap_add"] == []
     assert kw["no_new_privileges"] is True
-    assert kw["pids_limit"] == 4096
+    assert kw["pids_limit"] == 4096  # with a cgroup of its own (cgroup v1, or enabled)
     assert kw["shm_size"] == "1g"
     assert kw["working_dir"] == "/root"
     assert kw["environment"]["HOME"] == "/root"
@@ -136,7 +138,7 @@ def test_cap_add_is_normalised() -> None:
 
 def test_devices_and_pids() -> None:
     cfg = config.parse('[podman]\ndevices = ["/dev/fuse"]\npids_limit = 128\n'
-                       'shm_size = "2g"\n')
+                       'shm_size = "2g"\ncgroups = "enabled"\n')
     kw = build(cfg)
     assert kw["devices"] == ["/dev/fuse"]
     assert kw["devices"] is not cfg["podman.devices"]
@@ -400,14 +402,58 @@ def test_environment_function_directly() -> None:
     }
 
 
-# --- resource limits -----------------------------------------------------------------------
+# --- cgroups and resource limits ---------------------------------------------------------
 
 LIMIT_KEYS = {"cpu_period", "cpu_quota", "mem_limit"}
+LOCAL = dataclasses.replace(CTX, job_id="local")
+ENABLED = config.parse('[podman]\ncgroups = "enabled"\n')
+
+
+def test_in_a_job_on_cgroup_v2_the_container_stays_in_the_jobs_cgroup() -> None:
+    """Podman's own cgroup would be a systemd scope outside the job on cgroup v2: outside the
+    job's memory and CPU limits and outside what scancel ends. So no cgroup of its own, and
+    none of its own limits (the job's hold it)."""
+    facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True,
+                         cgroup_v2=True)
+    kw = build(facts=facts)
+    assert kw["cgroups_mode"] == "disabled"
+    assert not (LIMIT_KEYS | {"pids_limit"}) & set(kw)
+
+
+def test_elsewhere_podmans_default_cgroup_stays() -> None:
+    """Outside a job there is no job to stay in; on cgroup v1 rootless Podman makes no
+    cgroup, so the container is in the job's already."""
+    for facts in (SessionFacts(ctx=LOCAL, port=PORT, cgroup_v2=True),
+                  SessionFacts(ctx=CTX, port=PORT, cgroup_v2=False)):
+        kw = build(facts=facts)
+        assert "cgroups_mode" not in kw and kw["pids_limit"] == 4096
+
+
+@pytest.mark.parametrize(("setting", "job", "v2", "want"), [
+    ("auto", True, True, "disabled"), ("auto", False, True, "enabled"),
+    ("auto", True, False, "enabled"), ("enabled", True, True, "enabled"),
+    ("disabled", False, False, "disabled"),
+])
+def test_cgroups_setting(setting: str, job: bool, v2: bool, want: str) -> None:
+    assert cgroups_mode(setting, job, v2) == want
+    kw = build(config.parse(f'[podman]\ncgroups = "{setting}"\n'),
+               facts=SessionFacts(ctx=CTX if job else LOCAL, port=PORT, cgroup_v2=v2))
+    assert kw.get("cgroups_mode", "enabled") == want
+
+
+def test_podman_itself_stays_in_the_job_when_the_containers_cgroups_are_disabled() -> None:
+    """With the systemd manager Podman would move itself (and the conmon it starts) into a
+    scope of its own under user@UID.service."""
+    assert cgroup_manager_args("disabled") == ["--cgroup-manager", "cgroupfs"]
+    assert cgroup_manager_args("enabled") == []
+    # Nor may it reach the user's systemd, which would move it to a podman-PID.scope anyway.
+    assert stay_in_cgroup_env("disabled") == {"DBUS_SESSION_BUS_ADDRESS": "disabled:"}
+    assert stay_in_cgroup_env("enabled") == {}
 
 
 def test_limits_applied() -> None:
     facts = SessionFacts(ctx=CTX, port=PORT, cpus=4, memory_gib=8, apply_limits=True)
-    kw = build(facts=facts)
+    kw = build(ENABLED, facts=facts)
     assert kw["cpu_period"] == 100000
     assert kw["cpu_quota"] == 400000
     assert kw["mem_limit"] == "8g"
@@ -420,10 +466,10 @@ def test_limits_not_applied() -> None:
 
 def test_limits_only_for_known_values() -> None:
     cpus_only = SessionFacts(ctx=CTX, port=PORT, cpus=2, memory_gib=0, apply_limits=True)
-    kw = build(facts=cpus_only)
+    kw = build(ENABLED, facts=cpus_only)
     assert (kw["cpu_quota"], "mem_limit" in kw) == (200000, False)
     memory_only = SessionFacts(ctx=CTX, port=PORT, cpus=0, memory_gib=16, apply_limits=True)
-    kw = build(facts=memory_only)
+    kw = build(ENABLED, facts=memory_only)
     assert (kw["mem_limit"], "cpu_quota" in kw, "cpu_period" in kw) == ("16g", False, False)
 
 

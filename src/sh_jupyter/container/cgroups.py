@@ -31,8 +31,11 @@ def oom_kill_count(proc_cgroup: str, read=_read) -> int | None:
     paths = own_paths(proc_cgroup)
     if "memory" in paths:  # v1: memory.oom_control has "oom_kill N" (kernel >= 4.13)
         text = read(f"{ROOT}/memory{paths['memory']}/memory.oom_control")
-    elif "" in paths:  # v2: memory.events, hierarchical
-        text = read(f"{ROOT}{paths['']}/memory.events")
+    elif "" in paths:  # v2: memory.events, hierarchical; the nearest cgroup that has one
+        text, path = None, paths[""].rstrip("/")
+        while text is None and path:
+            text = read(f"{ROOT}{path}/memory.events")
+            path = path.rpartition("/")[0]
     else:
         return None
     for line in (text or "").splitlines():

@@ -28,6 +28,26 @@ def global_args(graphroot: str, runroot: str, image_store: str) -> list[str]:
     return args
 
 
+def cgroup_manager_args(cgroups: str) -> list[str]:
+    """Podman's own global option for a container whose cgroups are disabled: Podman must ask
+    systemd for no cgroup either (see stay_in_cgroup_env)."""
+    return ["--cgroup-manager", "cgroupfs"] if cgroups == "disabled" else []
+
+
+def stay_in_cgroup_env(cgroups: str) -> dict[str, str]:
+    """Environment that keeps a rootless Podman process, and the conmon and container it
+    starts, in the cgroup it was started in when the container's cgroups are disabled.
+
+    On cgroup v2 with systemd as init, rootless Podman that does not own its cgroup (a Slurm
+    job's is root's) moves itself into a scope of its own under user@UID.service
+    (podman-PID.scope), whatever its cgroup manager; only `podman run --cgroups=disabled`
+    skips that, and `podman system service` has no such option. It asks the user's systemd
+    over the session bus, so without a usable bus the move fails (Podman logs it at debug
+    level) and it stays in the job. Nothing else needs that bus here: the cgroupfs manager,
+    and the pause process (started by the prolog, outside the job) already exists."""
+    return {"DBUS_SESSION_BUS_ADDRESS": "disabled:"} if cgroups == "disabled" else {}
+
+
 def service_socket(cfg: Config, ctx: TemplateContext) -> str:
     """The session's own Podman API socket (short: unix socket paths are limited to 107
     bytes). The epilog finds an orphaned service by it."""

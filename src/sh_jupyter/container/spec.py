@@ -17,7 +17,7 @@ from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
 from sh_jupyter.container.podman_args import parse_version
 from sh_jupyter.paths import TemplateContext, expand_path
-from sh_jupyter.session import container_name
+from sh_jupyter.session import LOCAL_JOB_ID, container_name
 
 LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
@@ -77,6 +77,8 @@ class SessionFacts:
     # The node directory holding AUTH_FILE (the token), mounted at AUTH_TARGET; "" for a
     # launcher that authenticates by itself.
     auth_dir: str = ""
+    # The node's cgroups are v2 (unified): what podman.cgroups = "auto" resolves with.
+    cgroup_v2: bool = False
 
 
 def podman_major(version: str) -> int:
@@ -91,6 +93,23 @@ def network_mode(setting: str, podman_version: str, have_pasta: bool) -> str:
     if setting != "auto":
         return setting
     return "pasta" if podman_major(podman_version) >= 5 and have_pasta else "slirp4netns"
+
+
+def in_job(ctx: TemplateContext) -> bool:
+    """Does the session run in a Slurm job (not `run --local`)?"""
+    return bool(ctx.job_id) and ctx.job_id != LOCAL_JOB_ID
+
+
+def cgroups_mode(setting: str, job: bool, cgroup_v2: bool) -> str:
+    """Podman's --cgroups for the container. On cgroup v2 Podman's default ("enabled") asks
+    the user's systemd for a scope under user@UID.service: outside the Slurm job, its memory
+    and CPU limits and what scancel ends. "disabled" leaves the container's processes in the
+    cgroup of the process that starts them, the job's. On cgroup v1 rootless Podman makes no
+    cgroup at all, so the container already stays in the job's cgroups: nothing to change
+    there. Outside a job Podman's default stays."""
+    if setting != "auto":
+        return setting
+    return "disabled" if job and cgroup_v2 else "enabled"
 
 
 def host_mounts(mounts: tuple[Mount, ...], ctx: TemplateContext) -> list[HostMount]:
@@ -141,7 +160,7 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SH_JUPYTER_SESSION_ID": facts.ctx.session_id,
     }
-    if facts.ctx.job_id and facts.ctx.job_id != "local":
+    if in_job(facts.ctx):
         env["SLURM_JOB_ID"] = facts.ctx.job_id
     if facts.auth_dir:
         env["JUPYTER_CONFIG_PATH"] = AUTH_TARGET
@@ -203,7 +222,6 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
         "cap_drop": ["ALL"],
         "cap_add": [c.upper().removeprefix("CAP_") for c in cfg["podman.cap_add"]],
         "no_new_privileges": True,
-        "pids_limit": cfg["podman.pids_limit"],
         "shm_size": cfg["podman.shm_size"],
         "stop_signal": 15,  # podman-py needs an int here
         "stop_timeout": cfg["session.stop_timeout"],
@@ -221,6 +239,11 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
         # slirp4netns forwards the port itself: no rootlessport helper process (13 MB) per
         # session, and the published port is still refused when taken.
         kwargs["network_options"] = {"slirp4netns": ["port_handler=slirp4netns"]}
+    if cgroups_mode(cfg["podman.cgroups"], in_job(facts.ctx), facts.cgroup_v2) == "disabled":
+        # No cgroup of its own, so no limit of its own either: the job's cgroup holds it.
+        kwargs["cgroups_mode"] = "disabled"
+        return kwargs
+    kwargs["pids_limit"] = cfg["podman.pids_limit"]
     if facts.apply_limits:
         if facts.cpus:
             kwargs["cpu_period"] = 100000

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from sh_jupyter import config as config_mod
 from sh_jupyter.container import oci_runtime, podman_args
-from sh_jupyter.container.spec import network_mode
+from sh_jupyter.container.cgroups import own_paths
+from sh_jupyter.container.spec import cgroups_mode, network_mode
 from sh_jupyter.doctor import gpu as gpu_doctor
 from sh_jupyter.doctor import store as store_doctor
 from sh_jupyter.doctor.report import ERROR, OK, WARN, Finding
@@ -88,7 +89,7 @@ class Doctor:
         checks += [self.image, self.store]
         if self.me.pw_uid != 0:
             checks.append(self.keep_groups)
-        checks += [self.slurm, self.gpus]
+        checks += [self.slurm, self.cgroups, self.gpus]
         for check in checks:
             check()
         return self.findings
@@ -284,6 +285,60 @@ class Doctor:
         else:
             self.add("batch-script", OK, f"{batch} is executable")
 
+
+    def cgroups(self) -> None:
+        """Do session containers stay in their Slurm job's cgroup (its limits, its end)?"""
+        cfg = self.cfg or config_mod.default()
+        setting = cfg["podman.cgroups"]
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        in_job = cgroups_mode(setting, True, v2)
+        if in_job == "enabled" and v2:
+            self.add("cgroups", ERROR, f'podman.cgroups = "{setting}" on cgroup v2: a '
+                     "session's container gets a cgroup of Podman's (with systemd a scope "
+                     "under user@UID.service), outside its Slurm job: outside the job's memory "
+                     "and CPU limits, and scancel does not end it",
+                     'podman.cgroups = "auto" (disabled in Slurm jobs)')
+            return
+        where = ("in its Slurm job's cgroup (podman.cgroups: disabled in jobs), under the "
+                 "job's limits and ended with it") if in_job == "disabled" else (
+                 "in its Slurm job's cgroup v1 hierarchies (rootless Podman makes none)")
+        if in_job == "disabled" and self.me.pw_uid != 0 and self.choice is not None:
+            problem = self._cgroup_trial(cfg, self.choice.runtime)
+            if problem:
+                self.add("cgroups", ERROR, problem, "run `sh-jupyter doctor` as root for the "
+                         "node's checks; see docs/admin-guide.md, cgroup v2")
+                return
+            where += " (a trial container stayed in the cgroup that started it)"
+        proctrack = (self.slurm_conf[0] or {}).get("ProctrackType", "")
+        if proctrack and proctrack != "proctrack/cgroup":
+            self.add("cgroups", WARN, f"ProctrackType is {proctrack}: Slurm may not end "
+                     "every process of a session's job", "ProctrackType=proctrack/cgroup in "
+                     "slurm.conf")
+            return
+        self.add("cgroups", OK, f"cgroup {'v2' if v2 else 'v1'}: a session's container stays "
+                 + where)
+
+    def _cgroup_trial(self, cfg: config_mod.Config, runtime: str) -> str:
+        """A real container started as a session's is: does it stay in the cgroup of what
+        started it (in a job: the job's)? "" when it does, else what went wrong."""
+        argv = ["podman", *podman_args.for_user(cfg, self.ctx), "--runtime", runtime,
+                *podman_args.cgroup_manager_args("disabled"), "run", "--rm", "--read-only",
+                "--network", "none", "--tmpfs", "/run", "--tmpfs", "/tmp", "--cgroups",
+                "disabled", "--cgroupns", "host", "--entrypoint", "cat", cfg["image.name"],
+                "/proc/self/cgroup"]
+        env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}",
+               **podman_args.stay_in_cgroup_env("disabled")}
+        out = _run(argv, timeout=60, env=env)
+        if out is None or out.returncode != 0:
+            detail = out.stderr.strip().splitlines()[-1:] if out is not None else []
+            return "a trial container with cgroups disabled failed" + (
+                f": {detail[0]}" if detail else "")
+        mine = own_paths(_read("/proc/self/cgroup")).get("", "?")
+        theirs = own_paths(out.stdout).get("", "?")
+        if theirs != mine:
+            return (f"a trial container with cgroups disabled ran in {theirs}, not in the "
+                    f"cgroup that started it ({mine}): in a Slurm job it would leave the job")
+        return ""
 
     def gpus(self) -> None:
         gpu_doctor.check(self.cfg or config_mod.default(), self.add, self.slurm_conf[0])

@@ -54,6 +54,7 @@ class Supervisor(Starting, Watching, TearingDown):
         self.mounts: list[HostMount] = []
         self.present: set[str] = set()
         self.keep_groups = False
+        self.cgroup_v2 = False  # the node's cgroups: decides podman.cgroups = "auto"
         self.secret = ""  # JupyterLab's token: health checks read its own activity report
         self.auth_dir = ""  # where the token waits for JupyterLab until it answers
         self.oom_baseline: int | None = None  # the job cgroup's OOM kills before the container

@@ -80,6 +80,7 @@ class Phase:
     mounts: list[HostMount]
     present: set[str]
     keep_groups: bool
+    cgroup_v2: bool
     secret: str
     auth_dir: str
     oom_baseline: int | None

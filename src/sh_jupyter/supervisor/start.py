@@ -16,16 +16,14 @@ from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import (
     AUTH_FILE,
     SessionFacts,
+    cgroups_mode,
     create_kwargs,
     host_mounts,
+    in_job,
     network_mode,
     server_auth_config,
 )
-from sh_jupyter.errors import (
-    PortInUse,
-    SessionFailure,
-    UsageError,
-)
+from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
 from sh_jupyter.files import ensure_private_dir, ensure_user_dir, read_text, write_private
 from sh_jupyter.progress import say
 from sh_jupyter.session import (
@@ -80,12 +78,16 @@ class Starting(Phase):
         """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
         cfg, req = self.cfg, self.req
         env = podman_env(req.uid, req.job_env)
-        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"],
-                                    oci_runtime.node_facts(env["PATH"]))
+        facts = oci_runtime.node_facts(env["PATH"])
+        choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"], facts)
         self.keep_groups = choice.keep_groups
+        self.cgroup_v2 = facts.cgroup == "v2"
+        cgroups = cgroups_mode(cfg["podman.cgroups"], in_job(self.ctx), self.cgroup_v2)
+        env.update(podman_args.stay_in_cgroup_env(cgroups))
         self.service = PodmanService(podman_args.service_socket(cfg, self.ctx), env,
                                      [*podman_args.for_user(cfg, self.ctx),
-                                      "--runtime", choice.runtime],
+                                      "--runtime", choice.runtime,
+                                      *podman_args.cgroup_manager_args(cgroups)],
                                      cfg["podman.api_timeout"])
         self.service.start()
         return choice
@@ -150,6 +152,10 @@ class Starting(Phase):
         apply_limits = {"always": True, "never": False}.get(cfg["podman.limits"])
         if apply_limits is None:
             apply_limits = cgroups.limits_possible()
+        if cgroups_mode(cfg["podman.cgroups"], in_job(self.ctx), self.cgroup_v2) == "disabled":
+            say("container cgroups: disabled (it stays in this job's cgroup, under the job's "
+                "limits)" + ("; podman.limits = \"always\" has no cgroup to apply to"
+                             if cfg["podman.limits"] == "always" else ""))
         gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
@@ -160,7 +166,8 @@ class Starting(Phase):
             facts = SessionFacts(self.ctx, port, self.req.cpus, self.req.memory_gib, apply_limits,
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
-                                 self.have_pasta, self.auth_dir)
+                                 self.have_pasta, auth_dir=self.auth_dir,
+                                 cgroup_v2=self.cgroup_v2)
             kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
                                    gpus)
             self.start_clock = time.monotonic()

@@ -189,13 +189,15 @@ class Session:
         return f"epcc-ces-jupyter-{self.session_id}"
 
     def wait_ready(self, timeout: float = 90) -> dict[str, str]:
+        """Until the session is ready as a launcher sees it: connection.yml is written first,
+        then status.json says Running (a card never says Running without a Connect)."""
         conn_file = os.path.join(self.session_dir, "connection.yml")
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"supervisor exited ({self.proc.returncode}):\n{self.log()}")
-            return os.path.exists(conn_file)
-        wait_for(ready, timeout, "connection.yml")
+            return os.path.exists(conn_file) and self.status().get("phase") != "Starting"
+        wait_for(ready, timeout, "connection.yml and a status past Starting")
         return self.connection()
 
     def wait_exit(self, timeout: float = 60) -> int:

@@ -158,3 +158,31 @@ def test_owner_knows_sub_uids(tmp_path):
     assert not alice.owns_uid(165536) and not alice.owns_uid(0)
     assert procs.subuid_ranges("x", 1234, str(subuid)) == [(300000, 10)]
     assert procs.Owner(ME + 7, []).owns(os.getpid()) is False  # not its uid: never killed
+
+
+def test_remove_small_dir_removes_only_the_named_files_of_a_real_directory(tmp_path):
+    """The token's directory: its known file and itself go; a link in its place, or anything
+    else planted in it, stays (and so does the directory)."""
+    uid = os.getuid()
+    (tmp_path / "a.auth").mkdir()
+    (tmp_path / "a.auth" / "cfg.json").write_text("{}")
+    (tmp_path / "b.auth").mkdir()
+    (tmp_path / "b.auth" / "cfg.json").write_text("{}")
+    (tmp_path / "b.auth" / "planted").write_text("x")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "cfg.json").write_text("{}")
+    os.symlink(tmp_path / "target", tmp_path / "c.auth")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert safe_fs.remove_small_dir(fd, "a.auth", ("cfg.json",), uid) == "removed"
+        assert safe_fs.remove_small_dir(fd, "b.auth", ("cfg.json",), uid).startswith(
+            "left alone")
+        assert safe_fs.remove_small_dir(fd, "c.auth", ("cfg.json",), uid).startswith(
+            "left alone")
+        assert safe_fs.remove_small_dir(fd, "d.auth", ("cfg.json",), uid) == "absent"
+        assert safe_fs.remove_small_dir(fd, "b.auth", (), uid + 1) == "left alone: not the user's"
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "a.auth").exists()
+    assert sorted(os.listdir(tmp_path / "b.auth")) == ["planted"]
+    assert (tmp_path / "target" / "cfg.json").exists()

@@ -25,7 +25,7 @@ import psutil
 
 from sh_jupyter import config as config_mod
 from sh_jupyter.container import podman_args
-from sh_jupyter.container.spec import LABEL_JOB
+from sh_jupyter.container.spec import AUTH_FILE, LABEL_JOB
 from sh_jupyter.node import procs, safe_fs
 from sh_jupyter.node.jobmatch import Job
 from sh_jupyter.paths import NODE_DIR, TemplateContext, expand_path
@@ -78,7 +78,8 @@ class Node:
         out = self.as_user(["podman", *self.storage, *args], timeout=timeout)
         if out.returncode == TIMED_OUT:
             self.podman_unusable = f"the user's podman timed out ({out.why})"
-            self.log(f"podman {args[0]}: {out.why}; no more podman for this user in this hook")
+            self.log(f"podman {args[0]} timed out: {out.why}; no more podman for this user in "
+                     "this hook")
         return out
 
     # -- prolog ------------------------------------------------------------------------
@@ -220,7 +221,8 @@ class Node:
             proc.kill()
 
     def remove_runtime_files(self) -> None:
-        """Delete this session's API socket and its log (a killed supervisor leaves them; on a
+        """Delete this session's API socket, its log and the token's directory (a killed
+        supervisor leaves them; on a
         node that runs for months nothing of a finished session may pile up). The directory
         is the user's: root opens it without following links, checks its owner, and unlinks
         names inside it (a link itself, never its target; a directory is left alone)."""
@@ -241,6 +243,10 @@ class Node:
                 what = safe_fs.remove_file(fd, entry)
                 if what != "absent":
                     self.log(f"{folder}/{entry}: {what}")
+            auth = os.path.basename(podman_args.auth_dir(self.cfg, self.ctx))
+            what = safe_fs.remove_small_dir(fd, auth, (AUTH_FILE,), self.job.uid)
+            if what != "absent":
+                self.log(f"{folder}/{auth}: {what}")
         finally:
             os.close(fd)
 

@@ -87,6 +87,32 @@ def remove_file(dir_fd: int, name: str) -> str:
     return "removed"
 
 
+def remove_small_dir(dir_fd: int, name: str, files: Collection[str], uid: int) -> str:
+    """Remove the directory `name` in `dir_fd` and the named files in it, if it is a real
+    directory of `uid` (opened without following links); anything else in it stays, and so
+    does the directory. Returns what happened, for the log."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return "absent"
+    except OSError as exc:  # a link or not a directory: the user's, left alone
+        return f"left alone: {exc.strerror}"
+    try:
+        if os.fstat(fd).st_uid != uid:
+            return "left alone: not the user's"
+        for entry in files:
+            remove_file(fd, entry)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return "absent"
+    except OSError as exc:
+        return f"left alone: {exc.strerror}"
+    return "removed"
+
+
 def _aside(parent_fd: int, name: str, log: Callable[[str], None], where: str, why: str) -> None:
     """Rename a foreign entry to NAME.foreign-STAMP in the same directory: never used, never
     followed, kept for the admin to look at."""

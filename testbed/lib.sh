@@ -23,7 +23,7 @@ TESTBED_OTHER_MEMBERS=(shjuser2)
 TESTBED_FULL_USER=shjfull
 TESTBED_FULL_HOME_SIZE=64m
 TESTBED_SMALL_SCRATCH=/var/tmp/shj-small-scratch
-TESTBED_SMALL_SCRATCH_OPTS=size=4m,nr_inodes=256,mode=1777
+TESTBED_SMALL_SCRATCH_OPTS=size=4m,nr_inodes=256,mode=0755
 # Owns the synthetic held jobs of bench/queue.py (another user's queue); never runs anything.
 TESTBED_BENCH_USER=shjbench
 # Fake GPUs (steps 55 and 60): character devices /dev/shj-gpu0..N-1 with a major number that

@@ -146,6 +146,10 @@ if ! mountpoint -q "$TESTBED_SMALL_SCRATCH"; then
     mount -t tmpfs -o "$TESTBED_SMALL_SCRATCH_OPTS" shj-small-scratch "$TESTBED_SMALL_SCRATCH"
     log "small scratch: tmpfs $TESTBED_SMALL_SCRATCH ($TESTBED_SMALL_SCRATCH_OPTS)"
 fi
+# As a site lays out node scratch: a root-owned parent (nobody can squat a user's name in it)
+# and the user's own directory, made by the admin; sessions make theirs inside it.
+chmod 0755 "$TESTBED_SMALL_SCRATCH"
+ensure_dir "$TESTBED_SMALL_SCRATCH/$TESTBED_FULL_USER" 0700 "$full_uid:$full_gid"
 
 # The bench's "other user" (bench/queue.py): only submits held jobs, so no home,
 # no login shell, no sub-ids, no runtime dir.

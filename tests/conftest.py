@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import bed
 
-_REAL = ("podman", "slurm", "e2e")
+_REAL = ("podman", "slurm", "e2e", "cluster")
 
 
 def pytest_collection_modifyitems(config, items):

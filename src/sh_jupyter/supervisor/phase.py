@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sh_jupyter.config import Config
+from sh_jupyter.config import Config, SiteImage
 from sh_jupyter.container.spec import HostMount
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import write_private
@@ -59,6 +59,7 @@ class RunRequest:
     # memory; None: they come from request.json and the launcher's env file, if any.
     launch: LaunchOptions | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""  # a site image's name; "": request.json's, else the site's default
 
 
 
@@ -86,6 +87,7 @@ class Phase:
     start_clock: float
     podman_version: str
     have_pasta: bool
+    site_image: SiteImage
     status: Status
 
     def _base(self, port: int) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sh_jupyter._version import __version__
 from sh_jupyter.config import Config, Mount, normalize
+from sh_jupyter.container import guard
 from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
 from sh_jupyter.container.podman_args import parse_version
@@ -67,8 +68,10 @@ class SessionFacts:
     # image.name).
     image: str = ""
     image_name: str = ""
-    # The job's end (epoch seconds, 0: unknown): JupyterLab's walltime guard counts down to it.
+    # The job's end (epoch seconds, 0: unknown), and the session's directory holding the
+    # walltime guard's page config ("": no guard; see guard.py).
     job_end: int = 0
+    guard_config: str = ""
 
 
 def podman_major(version: str) -> int:
@@ -143,12 +146,11 @@ def environment(cfg: Config, facts: SessionFacts, secret: str,
             "JUPYTERLAB_WORKSPACES_DIR": f"{PERSIST_TARGET}/.jupyter/lab/workspaces",
         })
     if facts.job_end:
-        # Read by the image's walltime guard (a server and a lab extension): notices at
-        # first/last_warning seconds before the end, open documents saved at save_before.
-        env.update({JOB_END_ENV: str(facts.job_end),
-                    "SH_JUPYTER_WALLTIME_WARNINGS": f"{cfg['walltime.first_warning']},"
-                                                    f"{cfg['walltime.last_warning']}",
-                    "SH_JUPYTER_WALLTIME_SAVE": str(cfg["walltime.save_before"])})
+        # For the user's own code ("how long have I got?"); JupyterLab's guard reads the same
+        # end from its page config (guard.py).
+        env[JOB_END_ENV] = str(facts.job_end)
+    if facts.guard_config:
+        env.update(guard.ENVIRONMENT)
     for name in cfg["proxy.variables"]:
         if name in job_env:
             env[name] = job_env[name]
@@ -193,7 +195,8 @@ def create_kwargs(cfg: Config, facts: SessionFacts, secret: str,
         # Read-only root (needed for images in the shared store): writable tmpfs where
         # JupyterLab and runc write. The API does not add --read-only-tmpfs mounts itself.
         + [{"type": "tmpfs", "source": "tmpfs", "target": t, "mode": mode}
-           for t, mode in TMPFS],
+           for t, mode in TMPFS]
+        + (guard.mounts(facts.guard_config) if facts.guard_config else []),
         "read_only": True,
         "working_dir": "/root",
         # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.

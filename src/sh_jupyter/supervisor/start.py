@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from sh_jupyter import gpu, launch
 from sh_jupyter.config import choose_image
-from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
+from sh_jupyter.container import cgroups, exits, guard, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts, network_mode
 from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
@@ -72,6 +72,16 @@ class Starting(Phase):
             or self.req.job_env.get(NOTIFY_ENV) == "1"
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
+    def _guard_config(self, job_end: int) -> str:
+        """The walltime guard's page config for this job's end, in the session directory
+        ("": no known end, or no guard installed with this sh-jupyter)."""
+        if not job_end or not os.path.isdir(guard.LABEXTENSION_DIR):
+            return ""
+        path = os.path.join(self.req.session_dir, guard.CONFIG_DIR)
+        ensure_user_dir(os.path.dirname(os.path.join(path, guard.PAGE_CONFIG)))
+        write_private(os.path.join(path, guard.PAGE_CONFIG), guard.page_config(self.cfg, job_end))
+        return path
 
     def _choose_image(self, name: object) -> None:
         """The site image by name, checked again here: request.json is the user's file, and
@@ -151,7 +161,8 @@ class Starting(Phase):
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
                                  self.have_pasta, self.site_image.reference,
-                                 self.site_image.name, self.clock.end())
+                                 self.site_image.name, self.clock.end(),
+                                 self._guard_config(self.clock.end()))
             kwargs = create_kwargs(cfg, facts, secret, self.req.job_env, self.mounts,
                                    self.present, gpus)
             self.start_clock = time.monotonic()

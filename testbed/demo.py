@@ -46,6 +46,9 @@ def main() -> int:
     parser.add_argument("--user", required=True)
     parser.add_argument("--state", required=True)
     parser.add_argument("--stop", action="store_true")
+    parser.add_argument("--nodelist", default="", help="the node(s) the session may run on")
+    parser.add_argument("--check-prefix", default="", help="how to run the check command "
+                        "where the session's URL answers (the cluster's login host)")
     args = parser.parse_args()
     session_id = running_session(args.user, args.state)
     if args.stop:
@@ -57,7 +60,8 @@ def main() -> int:
         return 0
     if not session_id:
         print(f"submitting a JupyterLab session as {args.user} ...", flush=True)
-        out = as_user(args.user, [SH, "submit", "--wait", "--json", "--time", "1:00:00"])
+        nodes = ["--nodelist", args.nodelist] if args.nodelist else []
+        out = as_user(args.user, [SH, "submit", "--wait", "--json", "--time", "1:00:00", *nodes])
         if out.returncode != 0:
             sys.stderr.write(out.stdout + out.stderr)
             return 1
@@ -67,13 +71,14 @@ def main() -> int:
             fh.write(session_id + "\n")
     card = as_user(args.user, [SH, "status", session_id])
     conn = json.loads(as_user(args.user, [SH, "connect", "--json", session_id]).stdout)
-    port, password = conn["port"], conn["password"]
+    host, port, password = conn["host"], conn["port"], conn["password"]
     print(card.stdout.rstrip())
     print(f"\n  URL (auto-login): {conn['url']}")
     print(f"  password:         {password}")
-    print(f"  check:            curl -H 'Authorization: token {password}' "
-          f"http://127.0.0.1:{port}/api/status")
-    print("  stop:             testbed/demo --stop")
+    where = host if args.check_prefix else "127.0.0.1"
+    print(f"  check:            {args.check_prefix}curl -H 'Authorization: token {password}' "
+          f"http://{where}:{port}/api/status")
+    print(f"  stop:             testbed/demo {'--cluster ' if args.nodelist else ''}--stop")
     return 0
 
 

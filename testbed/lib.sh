@@ -244,3 +244,63 @@ as_user() {
         XDG_RUNTIME_DIR="/run/user/$uid" \
         "$@")
 }
+
+# --- machines of our own made with Linux namespaces (testbed/release, testbed/cluster) ------
+# Each runs catatonit as pid 1 of its own PID namespace: ending that one process ends every
+# process inside (the kernel kills the rest of the namespace), and its mounts go with it.
+
+# ns_init_pid PIDFILE: prints the pid (this machine's view) of the init recorded in PIDFILE
+# and returns 0 only when it is catatonit and pid 1 of its own PID namespace, so a stale pid
+# file (a reboot, a reused pid) counts as "not running".
+ns_init_pid() {
+    local pid nspid
+    pid="$(pid_from_file "$1" catatonit)" || return 1
+    nspid="$(sed -n 's/^NSpid:[[:space:]]*//p' "/proc/$pid/status" 2>/dev/null)" || return 1
+    [[ "$nspid" == *[[:space:]]1 ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+# ns_start PIDFILE LOG WHAT UNSHARE_OPTION... -- CMD...: CMD as pid 1 of new namespaces
+# (`unshare --fork UNSHARE_OPTION...`), in a session of its own; CMD must end by exec-ing
+# catatonit. Waits until it has (every mount CMD made before succeeded), records the pid.
+ns_start() {
+    local pidfile="$1" logfile="$2" what="$3" unshare_pid pid started
+    shift 3
+    local -a opts=()
+    while (($#)) && [[ "$1" != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    shift
+    : >"$logfile"
+    # setsid: the machine must not belong to the caller's session (CI's, or a terminal's).
+    setsid unshare --fork --propagation private "${opts[@]}" -- "$@" </dev/null >>"$logfile" 2>&1 &
+    unshare_pid=$!
+    started=$SECONDS
+    while :; do
+        pid="$(cat "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null || true)"
+        pid="${pid%% *}"
+        if [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == catatonit ]]; then
+            break
+        fi
+        if [[ ! -e "/proc/$unshare_pid" ]] || ((SECONDS - started > 20)); then
+            cat "$logfile" >&2
+            die "$what did not start (log: $logfile)"
+        fi
+        sleep 0.05
+    done
+    printf '%s\n' "$pid" >"$pidfile"
+}
+
+# ns_stop PIDFILE WHAT: end the init recorded in PIDFILE (and so everything inside).
+ns_stop() {
+    local pidfile="$1" what="$2" pid
+    pid="$(ns_init_pid "$pidfile")" || { rm -f -- "$pidfile"; return 0; }
+    log "stopping $what (init pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for 10 "$what's init to exit" test ! -e "/proc/$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 10 "$what's init to die" test ! -e "/proc/$pid" || die "cannot stop $what (pid $pid)"
+    fi
+    rm -f -- "$pidfile"
+}

@@ -115,8 +115,8 @@ class Connection:
 
 
 # The keys of a request as JSON (`sh-jupyter submit --stdin`): `submit`'s parameters.
-REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "command",
-                "base_url", "auth", "environment")
+REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "nodelist",
+                "command", "base_url", "auth", "environment")
 
 
 def _config(config: ConfigArg) -> Config:
@@ -149,12 +149,14 @@ def request_from_json(text: str) -> dict:
 
 def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
            walltime: str | None = None, partition: str = "", cluster: str = "",
-           gpus: int | str | None = None, command: Sequence[str] = (), base_url: str = "",
+           gpus: int | str | None = None, nodelist: str = "", command: Sequence[str] = (),
+           base_url: str = "",
            auth: str = "token", environment: Mapping[str, str] | None = None,
            config: ConfigArg = None, scheduler: Scheduler | None = None) -> Session:
     """Submit a session as the current user; returns once Slurm accepted the job.
 
     Every field is checked against the site config first (UsageError, nothing created).
+    `nodelist` aims the session at particular nodes (sbatch --nodelist).
     Launchers may replace the server `command` (sh-jupyter still appends --port, --ip and the
     --ServerApp options), its `base_url`, and `auth` ("token": sh-jupyter's secret logs in;
     "launcher": the command authenticates by itself). `environment` reaches the server's
@@ -162,7 +164,8 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     environment, the job script or a log. SessionFailure when sbatch refuses the job.
     """
     cfg = _config(config)
-    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus)
+    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
+                               nodelist)
     options = launch_mod.validate(command, base_url, auth)
     env = launch_mod.check_env(environment or {})
     me = session_user()

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from sh_jupyter.durations import format_walltime, parse_walltime
 from sh_jupyter.errors import UsageError
 from sh_jupyter.paths import NODE_DIR, check_path_template
+from sh_jupyter.session import check_connect_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -199,15 +200,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "network": {
         "bind_address": Key("str", "0.0.0.0", "host address the session port is published on"),
-        "connect_host": Key("str", "", "host name written into connection.yml (empty: this "
-                            "node's name)"),
+        "connect_host": Key("str", "", "host name portals, hubs and users connect to, in "
+                            "connection.yml and every URL shown: a name, or a template with "
+                            "{node} (the Slurm node name) and {hostname} (the name the node "
+                            "gives itself), e.g. \"{node}.ib\" (empty: the hostname)",
+                            check_connect_host),
         "port_min": Key("int", 20000, "lowest port for sessions", _range(1024, 65535)),
         "port_max": Key("int", 29999, "highest port for sessions", _range(1024, 65535)),
         "port_attempts": Key("int", 5, "ports tried before giving up", _range(1, 50)),
     },
     "podman": {
-        "graphroot": Key("str", "", "container storage of the user (template; empty: Podman's "
-                         "default). Keep it on node-local disk, never NFS", _path_template),
+        "graphroot": Key("str", NODE_DIR + "/{user}/storage", "container storage of "
+                         "the user (template; empty: Podman's default, in the home directory). "
+                         "Keep it on node-local disk: never NFS, never a home directory that "
+                         "other nodes share (their Podman would read this node's records)",
+                         _path_template),
         "runroot": Key("str", "", "Podman run root (template; empty: Podman's default)",
                        _path_template),
         "socket_dir": Key("str", "/run/user/{uid}/sh-jupyter", "where the supervisor's "

@@ -119,6 +119,33 @@ def connection_yaml(host: str, port: int, password: str) -> str:
     return f"host: {quote(host)}\nport: {int(port)}\npassword: {quote(password)}\n"
 
 
+CONNECT_HOST_FIELDS = ("node", "hostname")
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9.-]*$")
+
+
+def check_connect_host(template: str) -> str | None:
+    """What is wrong with a connect_host template (None when it is fine): a host name, or
+    {node} and {hostname} with host-name characters around them."""
+    rest = template
+    for name in CONNECT_HOST_FIELDS:
+        rest = rest.replace("{" + name + "}", "")
+    if "{" in rest or "}" in rest:
+        return "only {node} and {hostname} may be used as placeholders"
+    if not _HOST_CHARS.match(rest):
+        return "must be a host name (letters, digits, '.' and '-') or a template of one"
+    return None
+
+
+def connect_host(template: str, node: str, hostname: str) -> str:
+    """The host name a portal, a hub or a user connects to: the template with {node} (the
+    Slurm node name) and {hostname} (the name the node gives itself) filled in; empty: the
+    hostname, which is what a portal's own `hostname` call would have said."""
+    if not template:
+        return hostname
+    return template.replace("{node}", node or hostname.split(".", maxsplit=1)[0]) \
+        .replace("{hostname}", hostname)
+
+
 def resolve_base_url(template: str, host: str, port: int) -> str:
     """The base URL with {host} and {port} filled in (portals proxy /node/HOST/PORT/)."""
     return template.replace("{host}", host).replace("{port}", str(int(port)))

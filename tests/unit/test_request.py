@@ -47,3 +47,21 @@ def test_gpus_where_the_site_allows_none_say_so():
         validate(config.default(), gpus="1")
     assert err.value.field == "--gpus" and "limits.max_gpus = 0" in str(err.value)
     assert validate(config.default(), gpus="0").gpus == 0
+
+
+@pytest.mark.parametrize("nodes", ["node1", "node2.shj.test", "node[1-4,7],gpu01", "cn[01-16]"])
+def test_a_session_can_be_aimed_at_nodes(nodes):
+    req = validate(CFG, nodelist=nodes)
+    assert f"--nodelist={nodes}" in sbatch_options(CFG, req, "/h/s/abc")
+
+
+@pytest.mark.parametrize("nodes", ["node1;id", "-x", "node[1-", "a b", "node1,,node2", "n[a-b]",
+                                   "x" * 1100])
+def test_a_node_list_is_slurm_names_and_nothing_else(nodes):
+    with pytest.raises(UsageError) as err:
+        validate(CFG, nodelist=nodes)
+    assert err.value.field == "--nodelist"
+
+
+def test_no_node_list_no_option():
+    assert not any(o.startswith("--nodelist") for o in sbatch_options(CFG, validate(CFG), "/x"))

@@ -10,10 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sh_jupyter import session
+from sh_jupyter import config, session
+from sh_jupyter.errors import UsageError
 from sh_jupyter.session import (
     PHASES,
     Status,
+    check_connect_host,
+    connect_host,
     connection_yaml,
     container_name,
     is_session_id,
@@ -283,3 +286,30 @@ def test_lab_url_with_base_url() -> None:
 
 def test_lab_url_empty_token_means_none() -> None:
     assert lab_url("h", 1, "/", "") == "http://h:1/lab"
+
+
+@pytest.mark.parametrize(("template", "node", "hostname", "host"), [
+    ("", "node2", "node2.shj.test", "node2.shj.test"),  # what the node calls itself
+    ("{node}", "node2", "node2.shj.test", "node2"),  # Slurm's name for it
+    ("{node}.ib", "node2", "node2.shj.test", "node2.ib"),  # another network's name
+    ("{hostname}", "node2", "node2.shj.test", "node2.shj.test"),
+    ("{node}", "", "cn7.site.org", "cn7"),  # --local: no Slurm node name, the short hostname
+    ("portal-gw.site.org", "node2", "node2", "portal-gw.site.org"),
+])
+def test_the_connect_host_is_a_name_or_a_template_of_one(template, node, hostname, host):
+    assert check_connect_host(template) is None
+    assert connect_host(template, node, hostname) == host
+
+
+@pytest.mark.parametrize("template", ["{user}.ib", "{node", "node 1", "http://x/", "a/b"])
+def test_a_bad_connect_host_is_refused_by_the_config(template):
+    assert check_connect_host(template)
+    with pytest.raises(UsageError) as err:
+        config.parse(f'[network]\nconnect_host = "{template}"\n')
+    assert "network.connect_host" in str(err.value)
+
+
+def test_container_storage_is_node_local_by_default():
+    """A home directory shared between nodes must not hold Podman's storage: another node's
+    Podman would read this node's container records (and fail on them)."""
+    assert config.default()["podman.graphroot"].startswith("/var/tmp/")

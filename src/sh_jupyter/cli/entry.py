@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--memory", help="memory in GiB (default and maximum: site config)")
     submit.add_argument("-t", "--time", help="walltime, e.g. 2:00:00 (maximum: site config)")
     submit.add_argument("--gpus", help="GPUs, where the site allows them")
+    submit.add_argument("-w", "--nodelist", default="",
+                        help="run on these nodes only (Slurm node names or ranges)")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until JupyterLab is ready, then print the URL")
     submit.add_argument("--json", action="store_true", help="machine-readable output")

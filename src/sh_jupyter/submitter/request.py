@@ -11,6 +11,11 @@ from sh_jupyter.durations import format_walltime, parse_walltime
 from sh_jupyter.errors import UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A Slurm node list: names and bracketed ranges, comma-separated (node1, node[1-4,7],gpu01).
+# Nothing else gets through to sbatch's command line.
+_RANGE = r"[0-9]+(?:-[0-9]+)?"
+_NODE = rf"[A-Za-z0-9][A-Za-z0-9_.-]*(?:\[{_RANGE}(?:,{_RANGE})*\][A-Za-z0-9_.-]*)?"
+_NODELIST = re.compile(rf"^{_NODE}(?:,{_NODE})*$")
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class SessionRequest:
     partition: str = ""
     cluster: str = ""
     gpus: int = 0
+    nodelist: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +46,7 @@ def _int(flag: str, text: str | int | None, default: int, lo: int, hi: int, what
 
 def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int | None = None,
              walltime: str | None = None, partition: str = "", cluster: str = "",
-             gpus: str | int | None = None) -> SessionRequest:
+             gpus: str | int | None = None, nodelist: str = "") -> SessionRequest:
     """Check every field against the config; UsageError names the flag, value and limit."""
     cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
     mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
@@ -64,4 +70,7 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
     for flag, name in (("--partition", partition), ("--cluster", cluster)):
         if name and not _NAME.match(name):
             raise UsageError(flag, name, "must be a Slurm name (letters, digits, '_', '.', '-')")
-    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v)
+    if nodelist and (len(nodelist) > 1024 or not _NODELIST.match(nodelist)):
+        raise UsageError("--nodelist", nodelist, "must be Slurm node names or ranges, e.g. "
+                         "node1 or node[1-4],gpu01")
+    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, nodelist)

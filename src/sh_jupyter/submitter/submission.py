@@ -49,6 +49,8 @@ def sbatch_options(cfg: Config, req: SessionRequest, session_dir: str) -> list[s
         opts.append(f"--partition={req.partition}")
     if req.gpus:
         opts.append(f"--gres=gpu:{req.gpus}")
+    if req.nodelist:
+        opts.append(f"--nodelist={req.nodelist}")
     if cfg.path.startswith("/") and cfg.path != DEFAULT_PATH:
         # The job's supervisor must read the same config the request was checked against.
         opts.append(f"--export=ALL,{ENV_VAR}={cfg.path}")

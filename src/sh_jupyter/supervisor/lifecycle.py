@@ -21,7 +21,7 @@ from sh_jupyter.files import ensure_private_dir, read_text
 from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
-from sh_jupyter.session import STATUS_FILE, Status, container_name, now_iso
+from sh_jupyter.session import STATUS_FILE, Status, connect_host, container_name, now_iso
 from sh_jupyter.supervisor import follow
 from sh_jupyter.supervisor.phase import RunRequest, api_error
 from sh_jupyter.supervisor.podman_service import PodmanService
@@ -45,7 +45,9 @@ class Supervisor(Starting, Watching, TearingDown):
         self.req = req
         self.name = container_name(cfg["session.container_prefix"], req.session_id)
         self.ctx = TemplateContext(req.user, req.home, req.uid, req.session_id, req.job_id)
-        self.host = cfg["network.connect_host"] or socket.gethostname()
+        # SLURMD_NODENAME: the job's node as Slurm names it (absent with --local).
+        self.host = connect_host(cfg["network.connect_host"],
+                                 req.job_env.get("SLURMD_NODENAME", ""), socket.gethostname())
         self.signals: follow.SignalPipe | None = None
         self.watch: follow.ProcessWatch | None = None
         self.timed_out = False

@@ -25,6 +25,7 @@ from sh_jupyter.container.spec import (
 )
 from sh_jupyter.errors import PortInUse, SessionFailure, UsageError
 from sh_jupyter.files import ensure_private_dir, ensure_user_dir, read_text, write_private
+from sh_jupyter.paths import expand_path
 from sh_jupyter.progress import say
 from sh_jupyter.session import (
     CONNECTION_FILE,
@@ -77,6 +78,7 @@ class Starting(Phase):
     def _start_service(self) -> oci_runtime.Choice:
         """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
         cfg, req = self.cfg, self.req
+        self._check_storage()
         env = podman_env(req.uid, req.job_env)
         facts = oci_runtime.node_facts(env["PATH"])
         choice = oci_runtime.choose(cfg["podman.runtime"], cfg["podman.keep_groups"], facts)
@@ -91,6 +93,18 @@ class Starting(Phase):
                                      cfg["podman.api_timeout"])
         self.service.start()
         return choice
+
+    def _check_storage(self) -> None:
+        """The user's container storage must be the user's own: a node-local graphroot in a
+        shared place such as /var/tmp, made first by another user, would let them swap image
+        layers or read the container's files. Podman creates the rest itself."""
+        for key in ("podman.graphroot", "podman.runroot"):
+            if self.cfg[key]:
+                path = expand_path(self.cfg[key], self.ctx)
+                try:
+                    ensure_user_dir(path)
+                except SessionFailure as exc:
+                    raise SessionFailure(f"container storage ({key}): {exc}") from None
 
     def _start(self) -> None:
         self._read_launch()

@@ -88,10 +88,20 @@ def popen_as_user(user: str, argv: list[str], env: dict[str, str] | None = None,
                             cwd="/tmp", **kwargs)
 
 
+def graphroot(user: str) -> str:
+    """The user's container storage as the default site config places it (node-local)."""
+    from sh_jupyter import config
+    from sh_jupyter.paths import TemplateContext, expand_path
+
+    pw = pwd.getpwnam(user)
+    ctx = TemplateContext(user, pw.pw_dir, pw.pw_uid, "x", "x")
+    return expand_path(config.default()["podman.graphroot"], ctx)
+
+
 def podman(user: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The user's podman, seeing the shared store as sh-jupyter passes it."""
-    return as_user(user, ["podman", "--storage-opt", f"additionalimagestore={STORE}", *args],
-                   timeout=timeout)
+    """The user's podman, seeing the shared store and the storage as sh-jupyter passes them."""
+    return as_user(user, ["podman", "--storage-opt", f"additionalimagestore={STORE}",
+                          "--root", graphroot(user), *args], timeout=timeout)
 
 
 def containers_of(user: str, name_filter: str = "epcc-ces-jupyter") -> list[str]:

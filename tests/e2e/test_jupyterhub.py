@@ -147,9 +147,7 @@ def test_log_in_start_the_server_and_run_a_cell_in_a_browser(hub, jobs):
     assert out.stdout.split() == [U1, "jupyter_app", "RUNNING"]
     name = f"epcc-ces-jupyter-{session_id}"
     assert name in bed.containers_of(U1)
-    inspect = bed.as_user(U1, ["podman", "--storage-opt",
-                               f"additionalimagestore={hub_bed.hub_env()['HUB_STORE']}",
-                               "inspect", name])
+    inspect = bed.podman(U1, "inspect", name)
     assert inspect.returncode == 0, inspect.stderr
     info = json.loads(inspect.stdout)[0]
     host = info["HostConfig"]

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import bed
 
-_REAL = ("podman", "slurm", "e2e", "security", "vm")
+_REAL = ("podman", "slurm", "e2e", "security", "vm", "cluster")
 
 
 def pytest_collection_modifyitems(config, items):

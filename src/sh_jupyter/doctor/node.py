@@ -224,11 +224,16 @@ class Doctor:
         graphroot = (expand_path(cfg["podman.graphroot"], self.ctx) if cfg["podman.graphroot"]
                      else os.path.join(self.me.pw_dir, ".local/share/containers/storage"))
         kind = fs_type(graphroot, _read("/proc/mounts"))
+        fix = (f'set podman.graphroot to node-local disk, e.g. "{NODE_DIR}/{{user}}/storage" (the '
+               f'Slurm prolog creates {NODE_DIR}/USER for the user, under a directory only root '
+               'can write)')
+        home = self.me.pw_dir.rstrip("/") + "/"
         if kind in NETWORK_FS or kind.startswith("fuse."):
-            self.add("storage", ERROR, f"container storage {graphroot} is on {kind}",
-                     'set podman.graphroot to node-local disk, e.g. '
-                     f'"{NODE_DIR}/{{user}}/storage" (the Slurm prolog creates '
-                     f'{NODE_DIR}/USER for the user, under a directory only root can write)')
+            self.add("storage", ERROR, f"container storage {graphroot} is on {kind}", fix)
+        elif graphroot.startswith(home):
+            self.add("storage", WARN, f"container storage {graphroot} is in the home directory "
+                     f"(on {kind or 'local disk'}): where other nodes share it, their Podman "
+                     "reads this node's container records and fails on them", fix)
         else:
             self.add("storage", OK, f"container storage {graphroot} is on {kind or 'local disk'}")
 

@@ -38,7 +38,7 @@ from sh_jupyter.session import is_session_id
 from sh_jupyter.slurm.squeue_json import JobInfo
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
-USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")
+USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus", "nodelist")
 
 # What the user-side CLI prints is the user's to shape (it reads files in their home), so the
 # hub checks every value before it passes one to squeue or routes its proxy to it.
@@ -162,6 +162,8 @@ class SHJupyterSpawner(Spawner):
     req_partition = Unicode("", help="Slurm partition").tag(config=True)
     req_cluster = Unicode("", help="Slurm cluster (-M)").tag(config=True)
     req_gpus = Integer(0, help="GPUs, where the site allows them").tag(config=True)
+    req_nodelist = Unicode("", help="Slurm nodes the server may run on (sbatch --nodelist)"
+                           ).tag(config=True)
 
     check_interval = Float(
         1.0, help="Seconds between looks at the job's state while the server starts (through "
@@ -260,7 +262,7 @@ class SHJupyterSpawner(Spawner):
                                  reason="bad-options")
         chosen = {"cpus": self.req_cpus or None, "memory_gib": self.req_memory_gib or None,
                   "walltime": self.req_walltime or None, "partition": self.req_partition,
-                  "gpus": self.req_gpus or None, **options}
+                  "gpus": self.req_gpus or None, "nodelist": self.req_nodelist, **options}
         request = {k: v for k, v in chosen.items() if v not in (None, "")}
         if self.req_cluster:
             request["cluster"] = self.req_cluster

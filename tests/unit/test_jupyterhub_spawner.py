@@ -231,6 +231,11 @@ def test_user_options_are_checked(spawner):
     spawner.req_memory_gib = 3
     request = spawner.session_request()
     assert (request["cpus"], request["memory_gib"], request["walltime"]) == (2, 3, "1:00:00")
+    assert "nodelist" not in request
+    spawner.req_nodelist = "node[1-2]"
+    assert spawner.session_request()["nodelist"] == "node[1-2]"
+    spawner.user_options = {"nodelist": "gpu01"}  # a user's choice wins over the site's
+    assert spawner.session_request()["nodelist"] == "gpu01"
 
 
 def test_the_user_side_process_never_gets_the_hubs_environment(monkeypatch):

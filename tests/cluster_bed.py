@@ -210,8 +210,19 @@ def hooks_log(node: str) -> str:
         return ""
 
 
+def ensure_runtime_dir(user: str, node: str) -> None:
+    """/run/user/UID on the node, as the prolog and epilog make it before any podman runs as
+    the user: without it rootless Podman falls back to /tmp for its run root and records that
+    in the user's storage for good."""
+    pw = pwd.getpwnam(user)
+    out = on(node, ["install", "-d", "-m", "0700", "-o", str(pw.pw_uid), "-g", str(pw.pw_gid),
+                    f"/run/user/{pw.pw_uid}"])
+    assert out.returncode == 0, out.stderr
+
+
 def containers(user: str, node: str) -> list[str]:
     """The user's session containers on a node, in the storage the site config gives them."""
+    ensure_runtime_dir(user, node)
     out = on(node, ["podman", "--storage-opt", f"additionalimagestore={bed.STORE}", "--root",
                     bed.graphroot(user), "ps", "-a", "--format", "{{.Names}}"], user=user)
     assert out.returncode == 0, out.stderr

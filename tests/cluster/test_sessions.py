@@ -245,3 +245,24 @@ def test_doctor_refuses_container_storage_on_a_network_filesystem(hosts):
         cb.on("node1", ["fusermount3", "-u", mnt])
         cb.stop(server)
         bed.as_user(U1, ["rm", "-rf", export])
+
+
+def test_doctor_on_a_node_the_user_never_ran_on_leaves_podman_alone(cfg):
+    """Before any job of the user reached a node there is no /run/user/UID; Podman run as the
+    user then would take /tmp for its run root and keep it in the storage for good."""
+    uid = cb.uid(U2)
+    running_there = cb.squeue("-u", U2, "-w", "node1", "-t", "R,CG", "-o", "%i")
+    assert not running_there, f"{U2} has jobs on node1: {running_there}"
+    pause = cb.on("node1", ["cat", f"/run/user/{uid}/libpod/tmp/pause.pid"]).stdout.strip()
+    if pause.isdigit():  # a node fresh from boot: no pause process, no runtime directory
+        cb.on("node1", ["kill", pause])
+    cb.on("node1", ["rm", "-rf", f"/run/user/{uid}", f"/tmp/containers-user-{uid}",
+                    f"/tmp/podman-run-{uid}"])
+    out = cb.sh(U2, cfg, "doctor", "--json", host="node1")
+    findings = {f["check"]: f for f in json.loads(out.stdout)["findings"]}
+    assert findings["runtime-dir"]["status"] == "error", findings["runtime-dir"]
+    assert findings["image"]["status"] == "warn", findings["image"]
+    assert "not checked" in findings["image"]["message"], findings["image"]
+    assert "/var/tmp/sh-jupyter-shjuser2/storage" in findings["storage"]["message"]
+    for leftover in (f"/tmp/containers-user-{uid}", f"/tmp/podman-run-{uid}"):
+        assert not cb.exists_on("node1", leftover), leftover

@@ -134,11 +134,31 @@ class Doctor:
         else:
             self.add("oci-runtime", OK, f"sessions use {self.choice.why}")
 
+    def _podman_as_me_is_safe(self, check: str) -> bool:
+        """Rootless Podman run without the user's runtime directory falls back to /tmp for its
+        run root and records that in the user's container storage for good, so every later
+        session on this node runs from /tmp. Where no job made /run/user/UID yet (a node this
+        user never ran on), the checks that run Podman as the user are skipped."""
+        path = f"/run/user/{self.me.pw_uid}"
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and st.st_uid == self.me.pw_uid:
+            return True
+        self.add(check, WARN, f"not checked: {path} is missing, and Podman run as "
+                 f"{self.me.pw_name} without it would pin its run root to /tmp in the "
+                 "container storage", "run doctor inside a job (the prolog creates it), or "
+                 "create it as root first (see runtime-dir)")
+        return False
+
     def keep_groups(self) -> None:
         """A real trial container: do this user's groups reach a session's container?"""
         names = ", ".join(_group_name(g) for g in oci_runtime.user_groups()) or "none"
         choice = self.choice
         if choice is None:
+            return
+        if choice.keep_groups and not self._podman_as_me_is_safe("keep-groups"):
             return
         if not choice.keep_groups:
             status = WARN if oci_runtime.user_groups() else OK
@@ -249,6 +269,8 @@ class Doctor:
             argv = ["podman", "--root", store, "image", "exists", name]
             env = None
         else:
+            if not self._podman_as_me_is_safe("image"):
+                return
             argv = ["podman", *podman_args.for_user(cfg, self.ctx), "image", "exists", name]
             env = {**os.environ, "XDG_RUNTIME_DIR": f"/run/user/{self.me.pw_uid}"}
         out = _run(argv, timeout=60, env=env)

@@ -264,5 +264,8 @@ def test_doctor_on_a_node_the_user_never_ran_on_leaves_podman_alone(cfg):
     assert findings["image"]["status"] == "warn", findings["image"]
     assert "not checked" in findings["image"]["message"], findings["image"]
     assert "/var/tmp/sh-jupyter-shjuser2/storage" in findings["storage"]["message"]
-    for leftover in (f"/tmp/containers-user-{uid}", f"/tmp/podman-run-{uid}"):
-        assert not cb.exists_on("node1", leftover), leftover
+    # The first job there (its prolog makes /run/user/UID) gets its run root under it.
+    cb.ensure_runtime_dir(U2, "node1")
+    info = cb.on("node1", ["podman", "--root", bed.graphroot(U2), "info", "--format",
+                           "{{.Store.RunRoot}}"], user=U2)
+    assert info.stdout.strip() == f"/run/user/{uid}/containers", info.stdout + info.stderr

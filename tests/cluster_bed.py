@@ -211,13 +211,18 @@ def hooks_log(node: str) -> str:
 
 
 def ensure_runtime_dir(user: str, node: str) -> None:
-    """/run/user/UID on the node, as the prolog and epilog make it before any podman runs as
-    the user: without it rootless Podman falls back to /tmp for its run root and records that
-    in the user's storage for good."""
+    """/run/user/UID and NODE_DIR/USER on the node, as the prolog makes them before any podman
+    runs as the user: without the first rootless Podman falls back to /tmp for its run root and
+    records that in the user's storage for good; the second holds the user's storage."""
+    from sh_jupyter.paths import NODE_DIR
+
     pw = pwd.getpwnam(user)
-    out = on(node, ["install", "-d", "-m", "0700", "-o", str(pw.pw_uid), "-g", str(pw.pw_gid),
-                    f"/run/user/{pw.pw_uid}"])
-    assert out.returncode == 0, out.stderr
+    owner = ["-o", str(pw.pw_uid), "-g", str(pw.pw_gid)]
+    for argv in (["install", "-d", "-m", "0700", *owner, f"/run/user/{pw.pw_uid}"],
+                 ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", NODE_DIR],
+                 ["install", "-d", "-m", "0700", *owner, f"{NODE_DIR}/{user}"]):
+        out = on(node, argv)
+        assert out.returncode == 0, out.stderr
 
 
 def containers(user: str, node: str) -> list[str]:

@@ -76,7 +76,7 @@ def test_cancel_from_login_cleans_the_node_and_only_its_epilog_runs(cfg, cleanup
     job, sid = sub["job_id"], sub["session_id"]
     name = f"epcc-ces-jupyter-{sid}"
     uid = cb.uid(U1)
-    scratch = f"/var/tmp/sh-jupyter-{U1}/scratch/{sid}"
+    scratch = f"/var/tmp/sh-jupyter/{U1}/scratch/{sid}"
     socket_path = f"/run/user/{uid}/sh-jupyter/{sid[:8]}.sock"
     assert cb.exists_on("node1", scratch) and not cb.exists_on("node2", scratch)
     assert cb.exists_on("node1", f"/run/user/{uid}")
@@ -135,7 +135,7 @@ def test_a_node_going_down_ends_only_its_sessions(cfg, cleanup):
     bed.wait_for(crashed_cleaned, 120, f"node1's epilog of the crashed job {crashed}",
                  interval=0.5)
     assert f"epcc-ces-jupyter-{sub1['session_id']}" not in cb.containers(U1, "node1")
-    assert not cb.exists_on("node1", f"/var/tmp/sh-jupyter-{U1}/scratch/{sub1['session_id']}")
+    assert not cb.exists_on("node1", f"/var/tmp/sh-jupyter/{U1}/scratch/{sub1['session_id']}")
     card2 = cb.card(U2, sub2["session_id"], cfg)
     assert card2["status"] == "Running", card2
 
@@ -173,8 +173,8 @@ def test_one_user_on_two_nodes_shares_no_podman_state(cfg, cleanup):
         comm = cb.on(node, ["cat", f"/proc/{pid}/comm"])
         assert comm.stdout.strip() == "catatonit", (node, pid, comm.stderr)
     # The two graphroots (same path) are different directories: each node's own /var/tmp.
-    assert os.path.isdir(f"{cb.CLUSTER_DIR}/node1/var-tmp/sh-jupyter-{U1}/storage")
-    assert os.path.isdir(f"{cb.CLUSTER_DIR}/node2/var-tmp/sh-jupyter-{U1}/storage")
+    assert os.path.isdir(f"{cb.CLUSTER_DIR}/node1/var-tmp/sh-jupyter/{U1}/storage")
+    assert os.path.isdir(f"{cb.CLUSTER_DIR}/node2/var-tmp/sh-jupyter/{U1}/storage")
     # Nothing of either session in the shared home's Podman storage.
     home_db = os.path.join(pwd.getpwnam(U1).pw_dir, ".local/share/containers/storage")
     for sid in (sub1["session_id"], sub2["session_id"]):
@@ -263,7 +263,7 @@ def test_doctor_on_a_node_the_user_never_ran_on_leaves_podman_alone(cfg):
     assert findings["runtime-dir"]["status"] == "error", findings["runtime-dir"]
     assert findings["image"]["status"] == "warn", findings["image"]
     assert "not checked" in findings["image"]["message"], findings["image"]
-    assert "/var/tmp/sh-jupyter-shjuser2/storage" in findings["storage"]["message"]
+    assert "/var/tmp/sh-jupyter/shjuser2/storage" in findings["storage"]["message"]
     # The first job there (its prolog makes /run/user/UID) gets its run root under it.
     cb.ensure_runtime_dir(U2, "node1")
     info = cb.on("node1", ["podman", "--root", bed.graphroot(U2), "info", "--format",

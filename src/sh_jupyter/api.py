@@ -33,6 +33,7 @@ from sh_jupyter.session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id
 from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
 from sh_jupyter.slurm.scheduler import Scheduler, get_scheduler
 from sh_jupyter.submitter import card as job_card
+from sh_jupyter.submitter import estimate as estimate_mod
 from sh_jupyter.submitter import request as request_mod
 from sh_jupyter.submitter import submission, tracking
 from sh_jupyter.submitter.submission import Submitted, sessions_root
@@ -50,6 +51,7 @@ __all__ = [
     "cancel",
     "card",
     "connection",
+    "estimate",
     "find",
     "request_from_json",
     "run",
@@ -92,6 +94,27 @@ class Card(TypedDict, total=False):
     gpus: int
     job_state: str
     scheduler_error: str
+    expected_start: str
+    queue_reason: str
+
+
+class Estimate(TypedDict):
+    """`estimate` (`sh-jupyter submit --test-only --json`): when Slurm would start the request
+    and, if not now, the largest smaller requests that would (`alternatives`, each naming the
+    field it `changed`: cpus, memory_gib or partition). `refused` is Slurm's reason when it
+    would never run the request; `submitted` is always false."""
+
+    cpus: int
+    memory_gib: int
+    walltime: int
+    gpus: int
+    partition: str
+    start_at: str
+    start_epoch: int
+    starts_now: bool
+    refused: str
+    submitted: bool
+    alternatives: list
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,24 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     me = session_user()
     return submission.submit(cfg, req, scheduler or get_scheduler(req.cluster), me.pw_name,
                       me.pw_dir, me.pw_uid, launch=options, environment=env)
+
+
+def estimate(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
+             walltime: str | None = None, partition: str = "", cluster: str = "",
+             gpus: int | str | None = None, config: ConfigArg = None,
+             scheduler: Scheduler | None = None, **_launch: object) -> Estimate:
+    """When Slurm would start this request, without submitting or creating anything; when not
+    now, which smaller requests within the site's limits would start now.
+
+    The request is checked as `submit` checks it (UsageError); a launcher's other request keys
+    (command, auth, environment...) are accepted and ignored. SchedulerUnavailable when Slurm
+    gives no answer.
+    """
+    cfg = _config(config)
+    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus)
+    me = session_user()
+    return cast(Estimate, estimate_mod.estimate(cfg, req, scheduler or get_scheduler(req.cluster),
+                                                me.pw_dir))
 
 
 def _session_dir(cfg: Config, ident: str) -> str:

@@ -138,6 +138,11 @@ def _cdi_kind(v: str) -> str | None:
     return None if valid_cdi_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
 
 
+def _partition_names(v: list[str]) -> str | None:
+    bad = [p for p in v if _name(p)]
+    return f"{bad}: each must be a Slurm partition name" if bad else None
+
+
 def _abs_paths(v: list[str]) -> str | None:
     bad = [p for p in v if _abs_path(p)]
     return f"{bad}: each must be an absolute path without '..'" if bad else None
@@ -258,6 +263,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "default_cpus": Key("int", 1, "CPUs when the user asks for none", _range(1, 4096)),
         "default_memory_gib": Key("int", 4, "memory (GiB) when the user asks for none",
                                   _range(1, 65536)),
+        "partitions": Key("list[str]", [], "Slurm partitions a session may ask for (empty: "
+                          "any; the first is the default when the user names none). `submit "
+                          "--test-only` suggests the others when the asked one is busy",
+                          _partition_names),
     },
     "gpu": {
         "cdi_kind": Key("str", "nvidia.com/gpu", "CDI kind (VENDOR/CLASS) of the node's GPUs; a "

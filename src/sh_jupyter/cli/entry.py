@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until JupyterLab is ready, then print the URL")
     submit.add_argument("--json", action="store_true", help="machine-readable output")
+    submit.add_argument("--test-only", action="store_true",
+                        help="submit nothing: print when Slurm would start this request and "
+                        "which smaller request within the site's limits would start now")
     submit.add_argument("--stdin", action="store_true",
                         help="read the request as one JSON object from standard input instead "
                         "of the flags (launchers: also command, base_url, auth and a secret "

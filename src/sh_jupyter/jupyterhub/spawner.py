@@ -36,6 +36,7 @@ from sh_jupyter.jupyterhub import jobs, usercli
 from sh_jupyter.launch import check_env
 from sh_jupyter.session import is_session_id
 from sh_jupyter.slurm.squeue_json import JobInfo
+from sh_jupyter.submitter.card import pending_words
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
 USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")
@@ -111,6 +112,20 @@ def on_node(host: str, node: str) -> bool:
             return set()
     mine = addresses(host)
     return bool(mine) and bool(mine & addresses(node))
+
+
+def queue_message(view: JobInfo, now: float | None = None) -> str:
+    """The spawn page's line for a pending job: Slurm's reason and its start estimate."""
+    words = pending_words(view.reason)
+    why = f" ({view.reason}: {words})" if words and words != view.reason else \
+        (f" ({view.reason})" if words else "")
+    line = f"Queued: waiting in Slurm's queue{why}"
+    if view.start_time > 0:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.start_time))
+        left = view.start_time - (time.time() if now is None else now)
+        rel = "any moment now" if left <= 60 else f"in about {round(left / 60)} min"
+        line += f"; Slurm expects it to start at {stamp} ({rel})"
+    return line
 
 
 def _default_executable() -> str:
@@ -335,7 +350,7 @@ class SHJupyterSpawner(Spawner):
         record of the job's node before the proxy is routed to it."""
         follower = await usercli.follow(cli, self.session_id)
         said: set[str] = set()  # the steps already reported
-        queue_reason = ""
+        queued: tuple = ()  # the pending reason and estimate (to the minute) last reported
         running: dict | None = None  # the Running card, until Slurm confirms its node
         try:
             while True:
@@ -370,9 +385,9 @@ class SHJupyterSpawner(Spawner):
                     raise self._ended(await self._final_card(cli, view))
                 if not isinstance(view, JobInfo):
                     continue  # unknown: the next look may know
-                if view.state == "PENDING" and view.reason and view.reason != queue_reason:
-                    queue_reason = view.reason
-                    self._event(10, f"Queued: waiting in Slurm's queue ({view.reason})")
+                if view.state == "PENDING" and (view.reason, view.start_time // 60) != queued:
+                    queued = (view.reason, view.start_time // 60)
+                    self._event(10, queue_message(view))
                 elif view.state == "RUNNING" and "job" not in said:
                     said.add("job")
                     self._event(40, f"Starting: job {self.job_id} runs on "

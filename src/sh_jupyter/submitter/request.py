@@ -64,4 +64,9 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
     for flag, name in (("--partition", partition), ("--cluster", cluster)):
         if name and not _NAME.match(name):
             raise UsageError(flag, name, "must be a Slurm name (letters, digits, '_', '.', '-')")
+    allowed = cfg["limits.partitions"]
+    if allowed and partition and partition not in allowed:
+        raise UsageError("--partition", partition, f"must be one of: {', '.join(allowed)} "
+                         "(limits.partitions)")
+    partition = partition or (allowed[0] if allowed else "")
     return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v)

@@ -96,6 +96,7 @@ class Card(TypedDict, total=False):
     scheduler_error: str
     expected_start: str
     queue_reason: str
+    image: str
 
 
 class Estimate(TypedDict):
@@ -138,8 +139,8 @@ class Connection:
 
 
 # The keys of a request as JSON (`sh-jupyter submit --stdin`): `submit`'s parameters.
-REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "command",
-                "base_url", "auth", "environment")
+REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "image",
+                "command", "base_url", "auth", "environment")
 
 
 def _config(config: ConfigArg) -> Config:
@@ -172,12 +173,14 @@ def request_from_json(text: str) -> dict:
 
 def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
            walltime: str | None = None, partition: str = "", cluster: str = "",
-           gpus: int | str | None = None, command: Sequence[str] = (), base_url: str = "",
+           gpus: int | str | None = None, image: str | None = None,
+           command: Sequence[str] = (), base_url: str = "",
            auth: str = "token", environment: Mapping[str, str] | None = None,
            config: ConfigArg = None, scheduler: Scheduler | None = None) -> Session:
     """Submit a session as the current user; returns once Slurm accepted the job.
 
     Every field is checked against the site config first (UsageError, nothing created).
+    `image` is the name of one of the site's images (`[[images]]`; default: the first).
     Launchers may replace the server `command` (sh-jupyter still appends --port, --ip and the
     --ServerApp options), its `base_url`, and `auth` ("token": sh-jupyter's secret logs in;
     "launcher": the command authenticates by itself). `environment` reaches the server's
@@ -185,7 +188,8 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     environment, the job script or a log. SessionFailure when sbatch refuses the job.
     """
     cfg = _config(config)
-    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus)
+    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
+                               image)
     options = launch_mod.validate(command, base_url, auth)
     env = launch_mod.check_env(environment or {})
     me = session_user()
@@ -195,8 +199,9 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
 
 def estimate(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
              walltime: str | None = None, partition: str = "", cluster: str = "",
-             gpus: int | str | None = None, config: ConfigArg = None,
-             scheduler: Scheduler | None = None, **_launch: object) -> Estimate:
+             gpus: int | str | None = None, image: str | None = None,
+             config: ConfigArg = None, scheduler: Scheduler | None = None,
+             **_launch: object) -> Estimate:
     """When Slurm would start this request, without submitting or creating anything; when not
     now, which smaller requests within the site's limits would start now.
 
@@ -205,7 +210,8 @@ def estimate(*, cpus: int | str | None = None, memory_gib: int | str | None = No
     gives no answer.
     """
     cfg = _config(config)
-    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus)
+    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
+                               image)
     me = session_user()
     return cast(Estimate, estimate_mod.estimate(cfg, req, scheduler or get_scheduler(req.cluster),
                                                 me.pw_dir))

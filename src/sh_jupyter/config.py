@@ -294,6 +294,29 @@ MOUNT_SCHEMA: dict[str, Key] = {
 }
 
 
+IMAGE_SCHEMA: dict[str, Key] = {
+    "name": Key("str", None, "what users choose (`submit --image NAME`, the portal's and the "
+                "hub's forms); letters, digits, '.', '_', '-'", _name),
+    "description": Key("str", "", "one line shown beside the name in the forms"),
+    "reference": Key("str", None, "the image in the shared store (never pulled), e.g. "
+                     "localhost/site/r:4.4"),
+    "gpu": Key("bool", False, "the image needs GPUs: a request without --gpus is refused"),
+}
+
+
+@dataclass(frozen=True)
+class SiteImage:
+    """An image users may choose; the first listed is the default."""
+
+    name: str
+    reference: str
+    description: str = ""
+    gpu: bool = False
+
+
+DEFAULT_IMAGE_NAME = "default"
+
+
 @dataclass(frozen=True)
 class Mount:
     """A host directory mounted into JupyterLab."""
@@ -322,10 +345,21 @@ class Config:
     values: dict[str, dict[str, Any]]
     mounts: tuple[Mount, ...] = DEFAULT_MOUNTS
     path: str = ""
+    site_images: tuple[SiteImage, ...] = ()  # [[images]]; none: image.name alone
 
     def __getitem__(self, dotted: str) -> Any:
         section, key = dotted.split(".")
         return self.values[section][key]
+
+    @property
+    def images(self) -> tuple[SiteImage, ...]:
+        """The images users may choose, the default first: [[images]], or image.name alone
+        (named "default") when the site lists none."""
+        return self.site_images or (SiteImage(DEFAULT_IMAGE_NAME, self["image.name"],
+                                              "JupyterLab"),)
+
+    def image(self, name: str) -> SiteImage | None:
+        return next((i for i in self.images if i.name == name), None)
 
 
 def normalize(path: str) -> str:
@@ -397,6 +431,16 @@ def _mount(table: Any, index: int, src: str) -> Mount:
     return mount
 
 
+def _image(table: Any, index: int, src: str) -> SiteImage:
+    if not isinstance(table, dict):
+        raise UsageError(f"images[{index}]", table, "must be a table", src)
+    values = _check(IMAGE_SCHEMA, table, f"images[{index}].", src)
+    for required in ("name", "reference"):
+        if not values.get(required):
+            raise UsageError(f"images[{index}].{required}", None, "is required", src)
+    return SiteImage(**values)
+
+
 def parse(text: str, src: str = "<config>") -> Config:
     """Parse and validate config text; UsageError on anything wrong."""
     try:
@@ -406,20 +450,32 @@ def parse(text: str, src: str = "<config>") -> Config:
     values = {s: {k: copy.deepcopy(key.default) for k, key in keys.items()}
               for s, keys in SCHEMA.items()}
     mounts = DEFAULT_MOUNTS
+    images: tuple[SiteImage, ...] = ()
     for section, table in data.items():
+        if section == "images":
+            if not isinstance(table, list) or not table:
+                raise UsageError("images", table, "must be a non-empty array of tables "
+                                 "([[images]])", src)
+            images = tuple(_image(t, i, src) for i, t in enumerate(table))
+            names = [i.name for i in images]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise UsageError("images.name", dup, "each image name may be listed only once",
+                                 src)
+            continue
         if section == "mounts":
             if not isinstance(table, list):
                 raise UsageError("mounts", table, "must be an array of tables ([[mounts]])", src)
             mounts = tuple(_mount(t, i, src) for i, t in enumerate(table))
             continue
         if section not in SCHEMA:
-            allowed = ", ".join([*sorted(SCHEMA), "mounts"])
+            allowed = ", ".join([*sorted(SCHEMA), "images", "mounts"])
             raise UsageError(section, "...", f"unknown section; allowed: {allowed}", src)
         if not isinstance(table, dict):
             raise UsageError(section, table, "must be a table", src)
         values[section].update(_check(SCHEMA[section], table, f"{section}.", src))
     _cross_check(values, mounts, src)
-    return Config(values=values, mounts=mounts, path=src)
+    return Config(values=values, mounts=mounts, path=src, site_images=images)
 
 
 def _cross_check(values: dict[str, dict[str, Any]], mounts: tuple[Mount, ...], src: str) -> None:
@@ -454,6 +510,27 @@ def _check_devices(values: dict[str, dict[str, Any]], src: str) -> None:
                 or name.startswith("/dev/dri"):
             raise UsageError("podman.devices", dev, "GPUs reach a session only through its "
                              "job's allocation (the [gpu] section), never podman.devices", src)
+
+
+def image_choices(cfg: Config) -> str:
+    """The site's images as one line, for a refusal."""
+    return "; ".join(i.name + (f" ({i.description})" if i.description else "")
+                     + (" [needs GPUs]" if i.gpu else "") for i in cfg.images)
+
+
+def choose_image(cfg: Config, name: object, gpus: int) -> SiteImage:
+    """The site image of that name (the default, first listed, when none is given);
+    UsageError naming the value and the site's list for anything else: users choose among
+    the site's images, never an image reference of their own."""
+    if name in (None, ""):
+        return cfg.images[0]
+    chosen = cfg.image(name) if isinstance(name, str) else None
+    if chosen is None:
+        raise UsageError("--image", name, f"must be one of the site's images: "
+                         f"{image_choices(cfg)}")
+    if chosen.gpu and gpus < 1:
+        raise UsageError("--image", name, "needs GPUs: ask for --gpus 1 or more")
+    return chosen
 
 
 def default() -> Config:
@@ -495,11 +572,13 @@ def reference_markdown() -> str:
                             else str(key.default).lower() if key.kind == "bool"
                             else repr(key.default).replace("'", '"'))
             rows.append(f"| `{section}.{name}` | {key.kind} | `{default_text}` | {key.doc} |")
-    for name, key in MOUNT_SCHEMA.items():
-        default_text = "required" if key.default is None else repr(key.default).lower()
-        rows.append(f"| `[[mounts]].{name}` | {key.kind} | {default_text} | {key.doc} |")
+    for table, schema in (("images", IMAGE_SCHEMA), ("mounts", MOUNT_SCHEMA)):
+        for name, key in schema.items():
+            default_text = "required" if key.default is None else \
+                repr(key.default).lower().replace("'", '"')
+            rows.append(f"| `[[{table}]].{name}` | {key.kind} | {default_text} | {key.doc} |")
     return "\n".join(rows)
 
 
-__all__ = ["DEFAULT_MOUNTS", "SCHEMA", "Config", "Mount", "default", "load", "parse",
+__all__ = ["DEFAULT_MOUNTS", "SCHEMA", "Config", "Mount", "SiteImage", "default", "load", "parse",
            "reference_markdown"]

@@ -83,6 +83,7 @@ class Status:
     gpus: int = 0
     walltime: int = 0
     connection_timeout: int = 0
+    image: str = ""  # the site image's name (config [[images]])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

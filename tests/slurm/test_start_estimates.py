@@ -96,9 +96,10 @@ def test_a_queued_sessions_card_shows_slurms_expected_start_and_reason(hog):
     sub = json.loads(out.stdout)
     try:
         # Backfill estimates a pending job's start on its own cycle (bf_interval, 30 s).
-        card = bed.wait_for(lambda: (lambda c: c if c["expected_start"] else None)(
-            bed.card(U1, sub["session_id"], cfg)), 120, "an expected start on the card",
-            interval=1)
+        def estimated() -> dict | None:
+            card = bed.card(U1, sub["session_id"], cfg)
+            return card if card["expected_start"] else None
+        card = bed.wait_for(estimated, 120, "an expected start on the card", interval=1)
         assert card["status"] == "Queued" and card["reason"] == "Resources", card
         assert card["queue_reason"].startswith("the CPUs, memory or GPUs"), card
         hog_end = hog["started"] + HOG_MINUTES * 60

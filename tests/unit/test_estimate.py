@@ -19,7 +19,8 @@ NOW = 1_796_600_000
 
 
 def test_an_estimate_is_read_on_both_slurm_versions():
-    said = "sbatch: Job 53 to start at 1796609220 using 4 processors on nodes vm in partition debug\n"
+    said = ("sbatch: Job 53 to start at 1796609220 using 4 processors on nodes vm in "
+            "partition debug\n")
     assert willrun.parse(0, said) == WillRun(1796609220, 4, "vm", "debug")
 
 

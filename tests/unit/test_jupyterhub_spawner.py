@@ -242,9 +242,12 @@ def test_progress_yields_events_as_they_come(spawner):
 
 
 def test_user_options_are_checked(spawner):
-    spawner.user_options = {"cpus": 2, "image": "other"}
+    spawner.user_options = {"cpus": 2, "reference": "registry.invalid/evil:latest"}
     with pytest.raises(SpawnException, match="unknown options"):
         spawner.session_request()
+    # An image is passed on by name; the user-side submit checks it against the site's list.
+    spawner.user_options = {"image": "r"}
+    assert spawner.session_request()["image"] == "r"
     spawner.user_options = {"cpus": 2, "walltime": "1:00:00"}
     spawner.req_memory_gib = 3
     request = spawner.session_request()

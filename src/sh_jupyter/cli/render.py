@@ -35,6 +35,8 @@ def render(fields: dict) -> str:
               f"  Connection timeout (s): {fields['connection_timeout']}",
               f"  CPUs/cores:             {fields['cpus']}",
               f"  Memory (GiB):           {fields['memory_gib']}"]
+    if fields.get("image"):
+        lines.append(f"  Image:                  {fields['image']}")
     if fields.get("gpus"):
         lines.append(f"  GPUs:                   {fields['gpus']}")
     if fields["host"]:

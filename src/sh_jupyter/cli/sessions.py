@@ -15,7 +15,8 @@ from sh_jupyter.errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
 
 # The request flags of `submit`; with --stdin the request comes as JSON instead.
 _REQUEST_FLAGS = {"cpus": "--cpus", "memory": "--memory", "time": "--time",
-                  "partition": "--partition", "cluster": "--cluster", "gpus": "--gpus"}
+                  "partition": "--partition", "cluster": "--cluster", "gpus": "--gpus",
+                  "image": "--image"}
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
@@ -35,7 +36,8 @@ def _request(args: argparse.Namespace) -> dict:
     how launchers pass a command, base_url, auth and secret environment (never argv)."""
     if not args.stdin:
         return {"cpus": args.cpus, "memory_gib": args.memory, "walltime": args.time,
-                "partition": args.partition, "cluster": args.cluster, "gpus": args.gpus}
+                "partition": args.partition, "cluster": args.cluster, "gpus": args.gpus,
+                "image": args.image}
     given = [flag for dest, flag in _REQUEST_FLAGS.items() if getattr(args, dest)]
     if given:
         raise UsageError(given[0], getattr(args, given[0].lstrip("-")),

@@ -23,6 +23,7 @@ LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
 LABEL_USER = "sh-jupyter.user"
 LABEL_VERSION = "sh-jupyter.version"
+LABEL_IMAGE = "sh-jupyter.image"  # the site image's name (config [[images]])
 PERSIST_TARGET = "/mnt/jupyter_host"
 TMPFS = (("/root", "0700"), ("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777"))
 # The token reaches JupyterLab as a jupyter_server config file in a directory of the node's
@@ -79,6 +80,10 @@ class SessionFacts:
     auth_dir: str = ""
     # The node's cgroups are v2 (unified): what podman.cgroups = "auto" resolves with.
     cgroup_v2: bool = False
+    # The site image chosen for the session: its reference in the store and its name ("":
+    # image.name).
+    image: str = ""
+    image_name: str = ""
 
 
 def podman_major(version: str) -> int:
@@ -179,12 +184,15 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
 
 def labels(facts: SessionFacts) -> dict[str, str]:
     """Labels that let cleanup find exactly this session's and this job's containers."""
-    return {
+    out = {
         LABEL_SESSION: facts.ctx.session_id,
         LABEL_JOB: facts.ctx.job_id,
         LABEL_USER: facts.ctx.user,
         LABEL_VERSION: __version__,
     }
+    if facts.image_name:
+        out[LABEL_IMAGE] = facts.image_name
+    return out
 
 
 def create_kwargs(cfg: Config, facts: SessionFacts,
@@ -202,7 +210,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
     env = environment(cfg, facts, job_env, [m for m in mounts if m.source in present])
     env.update(gpus.environment)
     kwargs: dict = {
-        "image": cfg["image.name"],
+        "image": facts.image or cfg["image.name"],
         "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
         "command": jupyter_command(cfg, port, facts.base_url, facts.command),
         "environment": env,

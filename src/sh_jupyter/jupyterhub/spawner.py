@@ -15,6 +15,7 @@ only asks Slurm about job states.
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import json
 import os
@@ -39,7 +40,7 @@ from sh_jupyter.slurm.squeue_json import JobInfo
 from sh_jupyter.submitter.card import pending_words
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
-USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus")
+USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus", "image")
 
 # What the user-side CLI prints is the user's to shape (it reads files in their home), so the
 # hub checks every value before it passes one to squeue or routes its proxy to it.
@@ -128,6 +129,23 @@ def queue_message(view: JobInfo, now: float | None = None) -> str:
     return line
 
 
+def image_form(spawner: SHJupyterSpawner) -> str:
+    """The options form: a choice among the site's images (none when it offers only one)."""
+    try:
+        images = config_mod.load(spawner.config_file or None).images
+    except UsageError as exc:
+        spawner.log.error("sh-jupyter config: %s", exc)
+        return ""
+    if len(images) < 2:
+        return ""
+    options = "".join(
+        f'<option value="{html.escape(i.name)}"{" selected" if n == 0 else ""}>'
+        f'{html.escape(i.name)}{" — " + html.escape(i.description) if i.description else ""}'
+        f'{" (needs GPUs)" if i.gpu else ""}</option>' for n, i in enumerate(images))
+    return ('<label for="sh-jupyter-image">Environment</label>'
+            f'<select class="form-control" id="sh-jupyter-image" name="image">{options}</select>')
+
+
 def _default_executable() -> str:
     """The sh-jupyter installed beside the hub's Python, else the one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "sh-jupyter")
@@ -187,6 +205,16 @@ class SHJupyterSpawner(Spawner):
         120.0, help="Seconds stop() waits for the cancelled job to end (its container removed "
         "and its epilog done).",
     ).tag(config=True)
+
+    @default("options_form")
+    def _default_options_form(self):
+        return image_form  # the site's images, when it offers more than one
+
+    def options_from_form(self, formdata: dict) -> dict:
+        """The image the user chose (checked against the site's list by `submit`, as the
+        user: a name not in it fails the spawn with the list)."""
+        chosen = (formdata.get("image") or [""])[0]
+        return {"image": chosen} if chosen else {}
 
     @default("env_keep")
     def _default_env_keep(self) -> list[str]:

@@ -89,6 +89,7 @@ def build(status: Status, job: JobView, now: float) -> dict:
         "cpus": status.cpus,
         "memory_gib": status.memory_gib,
         "gpus": status.gpus,
+        "image": status.image,
         "host": (known.node if known and known.node else status.host)
         if phase != "Queued" else "",
         "message": status.message if phase == "Running" else "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from sh_jupyter.config import Config
+from sh_jupyter.config import Config, choose_image
 from sh_jupyter.durations import format_walltime, parse_walltime
 from sh_jupyter.errors import UsageError
 
@@ -21,6 +21,7 @@ class SessionRequest:
     partition: str = ""
     cluster: str = ""
     gpus: int = 0
+    image: str = ""  # a name from the site's list (config.images), never a reference
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +41,7 @@ def _int(flag: str, text: str | int | None, default: int, lo: int, hi: int, what
 
 def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int | None = None,
              walltime: str | None = None, partition: str = "", cluster: str = "",
-             gpus: str | int | None = None) -> SessionRequest:
+             gpus: str | int | None = None, image: str | None = None) -> SessionRequest:
     """Check every field against the config; UsageError names the flag, value and limit."""
     cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
     mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
@@ -69,4 +70,5 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
         raise UsageError("--partition", partition, f"must be one of: {', '.join(allowed)} "
                          "(limits.partitions)")
     partition = partition or (allowed[0] if allowed else "")
-    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v)
+    chosen = choose_image(cfg, image, gpus_v)
+    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, chosen.name)

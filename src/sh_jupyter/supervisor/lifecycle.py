@@ -63,6 +63,7 @@ class Supervisor(Starting, Watching, TearingDown):
         self.start_clock = 0.0  # when the container was started: the connection timeout's zero
         self.podman_version = ""  # the API service's; decides podman.network = "auto"
         self.have_pasta = False
+        self.site_image = cfg.images[0]  # until request.json names the session's
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
         self.save_error = ""
         self.conmon_lost = False
@@ -81,6 +82,7 @@ class Supervisor(Starting, Watching, TearingDown):
             created_at=prev.created_at or now_iso(), started_at=now_iso(), host=self.host,
             container=self.name, cpus=self.req.cpus, gpus=gpu.allocated_count(self.req.job_env),
             memory_gib=self.req.memory_gib, walltime=self.req.walltime or prev.walltime,
+            image=prev.image,
             connection_timeout=self.cfg["session.connection_timeout"],
         )
 

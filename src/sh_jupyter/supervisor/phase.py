@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sh_jupyter.config import Config
+from sh_jupyter.config import Config, SiteImage
 from sh_jupyter.container.spec import AUTH_FILE, HostMount
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import write_private
@@ -60,6 +60,7 @@ class RunRequest:
     # memory; None: they come from request.json and the launcher's env file, if any.
     launch: LaunchOptions | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""  # a site image's name; "": request.json's, else the site's default
 
 
 
@@ -89,6 +90,7 @@ class Phase:
     start_clock: float
     podman_version: str
     have_pasta: bool
+    site_image: SiteImage
     status: Status
     save_error: str  # why status.json could not be written last time ("" when it could)
     conmon_lost: bool  # conmon died and the container's init is followed instead

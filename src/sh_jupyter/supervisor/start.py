@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sh_jupyter import gpu, launch
+from sh_jupyter.config import choose_image
 from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import (
@@ -40,6 +41,9 @@ from sh_jupyter.supervisor.netns import NETWORK_HELPERS, helper_alive, helper_go
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import PodmanService, podman_env
 
+# How a portal's job names the site image (the OOD app's script exports it).
+IMAGE_ENV = "SH_JUPYTER_SESSION_IMAGE"
+
 
 def job_ulimits() -> tuple[tuple[str, int, int], ...]:
     """The job's own open-files limit, handed to the container as it is.
@@ -63,16 +67,29 @@ class Starting(Phase):
         if self.req.launch is not None:
             self.launch = self.req.launch
             self.extra_env.update(self.req.extra_env)
-        else:
-            text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
-            try:
-                data = json.loads(text) if text else {}
-                self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict)
-                                               else {})
-            except (ValueError, UsageError) as exc:
-                raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
+        try:
+            data = json.loads(text) if text else {}
+            data = data if isinstance(data, dict) else {}
+            if self.req.launch is None:
+                self.launch = launch.from_dict(data.get("launch"))
+        except (ValueError, UsageError) as exc:
+            raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        self._choose_image(self.req.image or data.get("image")
+                           or self.req.job_env.get(IMAGE_ENV, ""))
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
+    def _choose_image(self, name: object) -> None:
+        """The site image by name, checked again here: request.json is the user's file, and
+        only the site's list may name what runs."""
+        try:
+            self.site_image = choose_image(self.cfg, name,
+                                           gpu.allocated_count(self.req.job_env))
+        except UsageError as exc:
+            raise SessionFailure(f"image {name!r}: {exc.allowed}") from None
+        self._save(replace(self.status, image=self.site_image.name))
+        say(f"image: {self.site_image.name} ({self.site_image.reference})")
 
     def _start_service(self) -> oci_runtime.Choice:
         """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
@@ -167,7 +184,8 @@ class Starting(Phase):
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
                                  self.have_pasta, auth_dir=self.auth_dir,
-                                 cgroup_v2=self.cgroup_v2)
+                                 cgroup_v2=self.cgroup_v2, image=self.site_image.reference,
+                                 image_name=self.site_image.name)
             kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
                                    gpus)
             self.start_clock = time.monotonic()

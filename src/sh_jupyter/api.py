@@ -140,7 +140,7 @@ class Connection:
 
 # The keys of a request as JSON (`sh-jupyter submit --stdin`): `submit`'s parameters.
 REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "image",
-                "command", "base_url", "auth", "environment")
+                "notify", "command", "base_url", "auth", "environment")
 
 
 def _config(config: ConfigArg) -> Config:
@@ -173,7 +173,7 @@ def request_from_json(text: str) -> dict:
 
 def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
            walltime: str | None = None, partition: str = "", cluster: str = "",
-           gpus: int | str | None = None, image: str | None = None,
+           gpus: int | str | None = None, image: str | None = None, notify: bool = False,
            command: Sequence[str] = (), base_url: str = "",
            auth: str = "token", environment: Mapping[str, str] | None = None,
            config: ConfigArg = None, scheduler: Scheduler | None = None) -> Session:
@@ -181,6 +181,8 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
 
     Every field is checked against the site config first (UsageError, nothing created).
     `image` is the name of one of the site's images (`[[images]]`; default: the first).
+    `notify`: one e-mail to the user when the server is ready to connect, one if the session
+    fails, one before its walltime runs out (never holding the password).
     Launchers may replace the server `command` (sh-jupyter still appends --port, --ip and the
     --ServerApp options), its `base_url`, and `auth` ("token": sh-jupyter's secret logs in;
     "launcher": the command authenticates by itself). `environment` reaches the server's
@@ -189,7 +191,7 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     """
     cfg = _config(config)
     req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
-                               image)
+                               image, notify)
     options = launch_mod.validate(command, base_url, auth)
     env = launch_mod.check_env(environment or {})
     me = session_user()

@@ -101,8 +101,9 @@ def check_base_url(v: str) -> str | None:
 
 # Variables sh-jupyter sets in the container itself: site config and launchers cannot override.
 OWN_ENV = {"JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "HOME", "PATH", "PYTHONUSERBASE",
-            "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
-            "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+           "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
+           "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID",
+           "SH_JUPYTER_JOB_END", "SH_JUPYTER_WALLTIME_WARNINGS", "SH_JUPYTER_WALLTIME_SAVE"}
 # The job's GPU variables number the host's view (renumbered or not): never copied in.
 _GPU_ENV = {"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
             "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES",
@@ -136,6 +137,22 @@ def valid_cdi_kind(kind: str) -> bool:
 
 def _cdi_kind(v: str) -> str | None:
     return None if valid_cdi_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
+
+
+def _address(v: str) -> str | None:
+    rest = v.replace("{user}", "")
+    ok = bool(v) and "{" not in rest and "}" not in rest and not any(
+        c.isspace() or c in ",;<>\"'\\" for c in v)
+    return None if ok else "must be one mail address; {user} is the only placeholder"
+
+
+def _card_url(v: str) -> str | None:
+    rest = v.replace("{session_id}", "").replace("{job_id}", "")
+    if v and not v.startswith(("https://", "http://")):
+        return "must be an http(s) URL (or empty)"
+    if "{" in rest or "}" in rest or any(c.isspace() for c in v):
+        return "only {session_id} and {job_id} may be used as placeholders, no spaces"
+    return None
 
 
 def _partition_names(v: list[str]) -> str | None:
@@ -267,6 +284,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "any; the first is the default when the user names none). `submit "
                           "--test-only` suggests the others when the asked one is busy",
                           _partition_names),
+    },
+    "walltime": {
+        "first_warning": Key("int", 600, "seconds before the job's end at which JupyterLab "
+                             "shows the time left (and an opted-in ready notice mails it); 0: "
+                             "no notice", _range(0, 86400)),
+        "last_warning": Key("int", 120, "seconds before the job's end of the second notice "
+                            "in JupyterLab; 0: none", _range(0, 86400)),
+        "save_before": Key("int", 60, "seconds before the job's end at which JupyterLab "
+                           "saves every open document with unsaved changes; 0: never",
+                           _range(0, 3600)),
+    },
+    "notify": {
+        "sendmail": Key("str", "/usr/sbin/sendmail", "the system's sendmail interface, run "
+                        "as the user with -t for opted-in notices", _abs_path),
+        "address": Key("str", "{user}", "where a user's notices go; {user} is the login "
+                       "name (the default delivers to the local mailbox)", _address),
+        "card_url": Key("str", "", "link to a session's card in the notices; {session_id} and "
+                        "{job_id} are filled in (empty: the notice names `sh-jupyter status "
+                        "ID`)", _card_url),
     },
     "gpu": {
         "cdi_kind": Key("str", "nvidia.com/gpu", "CDI kind (VENDOR/CLASS) of the node's GPUs; a "

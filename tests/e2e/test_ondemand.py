@@ -204,7 +204,8 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     form = out["form"]
     # One back-end: OOD hides its own cluster field only if the app defines none itself.
     assert form["cluster"] and "cluster" not in form["attributes"]
-    assert form["form"] == ["image", "cpus", "memory_gib", "gpus"]
+    assert form["form"] == ["image", "cpus", "memory_gib", "gpus", "notify"]
+    assert form["attributes"]["notify"]["widget"] == "check_box"
     # The shipped config lists no [[images]]: nothing to choose, the site's one image runs.
     assert form["attributes"]["image"] == {"widget": "hidden_field", "value": ""}
     # The shipped config allows no GPUs: the field is a hidden 0.
@@ -317,6 +318,9 @@ def test_the_image_choice_offers_exactly_the_sites_images(ruby, tmp_path):
                                 ["minimal", "minimal"]]  # no GPUs here: no cuda
     script = out["templates"]["script.sh"]
     assert "export SH_JUPYTER_SESSION_IMAGE=minimal\n" in script
+    assert "SH_JUPYTER_SESSION_NOTIFY" not in script
+    notify = render({**FORM, "notify": "1"}, session_id, str(staged), site_config=str(path))
+    assert "export SH_JUPYTER_SESSION_NOTIFY=1\n" in notify["templates"]["script.sh"]
     out = render({**FORM, "image": "$(touch /tmp/x); evil"}, session_id, str(staged),
                  site_config=str(path))
     assert "export SH_JUPYTER_SESSION_IMAGE=touchtmpxevil\n" in out["templates"]["script.sh"]

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpus", help="GPUs, where the site allows them")
     submit.add_argument("--image", help="one of the site's images by name (default: the "
                         "site's first; `sh-jupyter images` lists them)")
+    submit.add_argument("--notify", action="store_true",
+                        help="e-mail me when JupyterLab is ready, if the session fails, and "
+                        "before its walltime runs out")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until JupyterLab is ready, then print the URL")
     submit.add_argument("--json", action="store_true", help="machine-readable output")

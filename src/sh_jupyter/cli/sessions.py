@@ -37,8 +37,9 @@ def _request(args: argparse.Namespace) -> dict:
     if not args.stdin:
         return {"cpus": args.cpus, "memory_gib": args.memory, "walltime": args.time,
                 "partition": args.partition, "cluster": args.cluster, "gpus": args.gpus,
-                "image": args.image}
-    given = [flag for dest, flag in _REQUEST_FLAGS.items() if getattr(args, dest)]
+                "image": args.image, "notify": args.notify}
+    given = [flag for dest, flag in {**_REQUEST_FLAGS, "notify": "--notify"}.items()
+             if getattr(args, dest)]
     if given:
         raise UsageError(given[0], getattr(args, given[0].lstrip("-")),
                          "cannot be combined with --stdin (put it in the JSON request)")

@@ -23,6 +23,7 @@ LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
 LABEL_USER = "sh-jupyter.user"
 LABEL_VERSION = "sh-jupyter.version"
+JOB_END_ENV = "SH_JUPYTER_JOB_END"
 LABEL_IMAGE = "sh-jupyter.image"  # the site image's name (config [[images]])
 PERSIST_TARGET = "/mnt/jupyter_host"
 TMPFS = (("/root", "0700"), ("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777"))
@@ -84,6 +85,8 @@ class SessionFacts:
     # image.name).
     image: str = ""
     image_name: str = ""
+    # The job's end (epoch seconds, 0: unknown): JupyterLab's walltime guard counts down to it.
+    job_end: int = 0
 
 
 def podman_major(version: str) -> int:
@@ -176,6 +179,13 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
             "JUPYTERLAB_SETTINGS_DIR": f"{PERSIST_TARGET}/.jupyter/lab/user-settings",
             "JUPYTERLAB_WORKSPACES_DIR": f"{PERSIST_TARGET}/.jupyter/lab/workspaces",
         })
+    if facts.job_end:
+        # Read by the image's walltime guard (a server and a lab extension): notices at
+        # first/last_warning seconds before the end, open documents saved at save_before.
+        env.update({JOB_END_ENV: str(facts.job_end),
+                    "SH_JUPYTER_WALLTIME_WARNINGS": f"{cfg['walltime.first_warning']},"
+                                                    f"{cfg['walltime.last_warning']}",
+                    "SH_JUPYTER_WALLTIME_SAVE": str(cfg["walltime.save_before"])})
     for name in cfg["proxy.variables"]:
         if name in job_env:
             env[name] = job_env[name]

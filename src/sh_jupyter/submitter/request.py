@@ -22,6 +22,7 @@ class SessionRequest:
     cluster: str = ""
     gpus: int = 0
     image: str = ""  # a name from the site's list (config.images), never a reference
+    notify: bool = False  # mail the user when the session is ready, fails or nears its end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +42,8 @@ def _int(flag: str, text: str | int | None, default: int, lo: int, hi: int, what
 
 def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int | None = None,
              walltime: str | None = None, partition: str = "", cluster: str = "",
-             gpus: str | int | None = None, image: str | None = None) -> SessionRequest:
+             gpus: str | int | None = None, image: str | None = None,
+             notify: object = False) -> SessionRequest:
     """Check every field against the config; UsageError names the flag, value and limit."""
     cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
     mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
@@ -71,4 +73,6 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
                          "(limits.partitions)")
     partition = partition or (allowed[0] if allowed else "")
     chosen = choose_image(cfg, image, gpus_v)
-    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, chosen.name)
+    if not isinstance(notify, bool):
+        raise UsageError("notify", notify, "must be true or false")
+    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, chosen.name, notify)

@@ -23,6 +23,7 @@ from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
 from sh_jupyter.session import STATUS_FILE, Status, container_name, now_iso
 from sh_jupyter.supervisor import follow
+from sh_jupyter.supervisor.jobclock import JobClock
 from sh_jupyter.supervisor.phase import RunRequest, api_error
 from sh_jupyter.supervisor.podman_service import PodmanService
 from sh_jupyter.supervisor.start import Starting
@@ -64,6 +65,8 @@ class Supervisor(Starting, Watching, TearingDown):
         self.podman_version = ""  # the API service's; decides podman.network = "auto"
         self.have_pasta = False
         self.site_image = cfg.images[0]  # until request.json names the session's
+        self.clock = JobClock(None)  # run() asks Slurm in the background
+        self.notices = req.notify
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
         self.save_error = ""
         self.conmon_lost = False
@@ -91,6 +94,7 @@ class Supervisor(Starting, Watching, TearingDown):
         """Run the session; returns the process exit status."""
         ensure_private_dir(self.req.session_dir, self.req.uid)
         self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.clock = JobClock(self.req.job_lookup)  # squeue in a thread, beside the service
         early: SessionFailure | None = None
         try:  # first of all: the API service boots (~50 ms) while everything else gets ready
             choice = self._start_service()
@@ -138,5 +142,7 @@ class Supervisor(Starting, Watching, TearingDown):
                     " before JupyterLab was ready" if self.status.phase == "Starting" else "")
             say(f"session failed: {reason}")
             self._save(self.status.fail(reason))
+            if not self.stop_signal:  # a cancel or the walltime's end is not a failure
+                self._notify("failed", reason)
             self.timed_out = isinstance(failure, ConnectionTimeout)
             return EXIT_SESSION_FAILED

@@ -41,8 +41,10 @@ from sh_jupyter.supervisor.netns import NETWORK_HELPERS, helper_alive, helper_go
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import PodmanService, podman_env
 
-# How a portal's job names the site image (the OOD app's script exports it).
+# How a portal's job names the site image and asks for notices (the OOD app's script
+# exports them).
 IMAGE_ENV = "SH_JUPYTER_SESSION_IMAGE"
+NOTIFY_ENV = "SH_JUPYTER_SESSION_NOTIFY"
 
 
 def job_ulimits() -> tuple[tuple[str, int, int], ...]:
@@ -77,6 +79,8 @@ class Starting(Phase):
             raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
         self._choose_image(self.req.image or data.get("image")
                            or self.req.job_env.get(IMAGE_ENV, ""))
+        self.notices = self.req.notify or data.get("notify") is True \
+            or self.req.job_env.get(NOTIFY_ENV) == "1"
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
 
@@ -185,7 +189,7 @@ class Starting(Phase):
                                  self.launch.command, self.extra_env, self.podman_version,
                                  self.have_pasta, auth_dir=self.auth_dir,
                                  cgroup_v2=self.cgroup_v2, image=self.site_image.reference,
-                                 image_name=self.site_image.name)
+                                 image_name=self.site_image.name, job_end=self.clock.end())
             kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
                                    gpus)
             self.start_clock = time.monotonic()
@@ -297,6 +301,7 @@ class Starting(Phase):
         say(f"{message}; ready in {took:.1f} s")
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
-        if not self.status.walltime and self.req.walltime_lookup:
-            with contextlib.suppress(SessionFailure):  # the card only lacks Time Requested
-                self._save(replace(self.status, walltime=self.req.walltime_lookup()))
+        info = self.clock.info()
+        if not self.status.walltime and info is not None and info.time_limit:
+            self._save(replace(self.status, walltime=info.time_limit))
+        self._notify("ready")

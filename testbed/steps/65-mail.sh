@@ -2,7 +2,9 @@
 # Step 65: a real local MTA from Debian's packages (exim4-daemon-light) for the sessions'
 # opt-in e-mail notices: `/usr/sbin/sendmail -t` as a user delivers at once into
 # /var/mail/USER. Local delivery only: nothing is relayed or leaves the machine (no smarthost,
-# no other domain; the daemon, if the package starts one, listens on loopback only).
+# no other domain). No daemon runs: exim delivers each message as it is submitted, so nothing
+# listens on port 25 (and the Debian 13 userland beside the host, which shares its network,
+# has no daemon to collide with).
 # Idempotent: configures and regenerates only when the configuration changed.
 set -euo pipefail
 # shellcheck source=testbed/lib.sh
@@ -24,7 +26,24 @@ exim4-config exim4/dc_postmaster string root
 DEBCONF
 fi
 export DEBIAN_FRONTEND=noninteractive
-need_pkgs exim4-daemon-light
+if ! pkg_installed exim4-daemon-light; then
+    # The package would start its daemon: keep every init script from running meanwhile.
+    policy_made=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_made=1
+    fi
+    need_pkgs exim4-daemon-light
+    if ((policy_made)); then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+fi
+write_if_changed /etc/default/exim4 0644 <<'DEFAULTS'
+# Managed by sh-jupyter testbed/steps/65-mail.sh: no daemon, no queue runner; exim delivers
+# each message as it is submitted (`sendmail -t`).
+QUEUERUNNER='no'
+DEFAULTS
 
 write_if_changed /etc/exim4/update-exim4.conf.conf 0644 <<'CONF'
 # Managed by sh-jupyter testbed/steps/65-mail.sh: local delivery only.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import email
+import json
+import os
 
 import pytest
 
 from sh_jupyter import api, config
-from sh_jupyter.container.spec import SessionFacts, create_kwargs, host_mounts
+from sh_jupyter.container import guard
+from sh_jupyter.container.spec import AUTH_TARGET, SessionFacts, create_kwargs, host_mounts
 from sh_jupyter.errors import SchedulerUnavailable, UsageError
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.session import Status
@@ -66,14 +69,49 @@ def test_the_job_clock_gives_the_end_or_nothing():
     assert JobClock(failing).end() == 0
 
 
-def test_the_container_gets_the_jobs_end_and_the_guards_settings():
+def test_the_container_gets_the_jobs_end_and_the_walltime_guard():
     cfg = config.parse("[walltime]\nfirst_warning = 300\nlast_warning = 60\nsave_before = 30\n")
     ctx = TemplateContext("alice", "/home/alice", 1000, SID, "42")
     mounts = host_mounts(cfg.mounts, ctx)
-    kw = create_kwargs(cfg, SessionFacts(ctx=ctx, port=1, job_end=1600), "s" * 43, {}, mounts,
-                       set())
+    facts = SessionFacts(ctx=ctx, port=1, job_end=1600, guard_config="/s/jupyter-config")
+    kw = create_kwargs(cfg, facts, {}, mounts, set())
     env = kw["environment"]
-    assert (env["SH_JUPYTER_JOB_END"], env["SH_JUPYTER_WALLTIME_WARNINGS"],
-            env["SH_JUPYTER_WALLTIME_SAVE"]) == ("1600", "300,60", "30")
-    plain = create_kwargs(cfg, SessionFacts(ctx=ctx, port=1), "s" * 43, {}, mounts, set())
+    assert env["SH_JUPYTER_JOB_END"] == "1600"
+    assert (env["JUPYTER_PATH"], env["JUPYTER_CONFIG_PATH"]) == (guard.DATA_TARGET,
+                                                               guard.CONFIG_TARGET)
+    binds = {m["target"]: m for m in kw["mounts"] if m["type"] == "bind"}
+    ext = binds[f"{guard.DATA_TARGET}/labextensions/@sh-jupyter/walltime-guard"]
+    assert ext["source"] == guard.LABEXTENSION_DIR and ext["read_only"]
+    assert binds[guard.CONFIG_TARGET] == {"type": "bind", "source": "/s/jupyter-config",
+                                          "target": guard.CONFIG_TARGET, "read_only": True}
+    assert json.loads(guard.page_config(cfg, 1600)) == {
+        "shJupyterJobEnd": "1600", "shJupyterWalltimeWarnings": "300,60",
+        "shJupyterWalltimeSave": "30"}
+    plain = create_kwargs(cfg, SessionFacts(ctx=ctx, port=1), {}, mounts, set())
     assert "SH_JUPYTER_JOB_END" not in plain["environment"]
+    assert "JUPYTER_PATH" not in plain["environment"]
+
+
+def test_the_guards_page_config_joins_the_tokens_config_on_the_search_path():
+    """The token's config directory stays on JUPYTER_CONFIG_PATH (first) beside the guard's:
+    replacing it would start JupyterLab without the session's token."""
+    cfg = config.parse("")
+    ctx = TemplateContext("alice", "/home/alice", 1000, SID, "42")
+    facts = SessionFacts(ctx=ctx, port=1, job_end=1600, guard_config="/s/jupyter-config",
+                         auth_dir="/run/user/1000/auth")
+    kw = create_kwargs(cfg, facts, {}, [], set())
+    assert kw["environment"]["JUPYTER_CONFIG_PATH"] == f"{AUTH_TARGET}:{guard.CONFIG_TARGET}"
+    binds = {m["target"]: m["source"] for m in kw["mounts"] if m["type"] == "bind"}
+    assert binds[AUTH_TARGET] == "/run/user/1000/auth"
+    assert binds[guard.CONFIG_TARGET] == "/s/jupyter-config"
+    alone = create_kwargs(cfg, SessionFacts(ctx=ctx, port=1, auth_dir="/a"), {}, [], set())
+    assert alone["environment"]["JUPYTER_CONFIG_PATH"] == AUTH_TARGET
+
+
+def test_the_prebuilt_guard_is_shipped_with_the_package():
+    """The extension's built entry point is there and is what its package.json names."""
+    with open(os.path.join(guard.LABEXTENSION_DIR, "package.json"), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    assert meta["name"] == guard.NAME
+    assert os.path.isfile(os.path.join(guard.LABEXTENSION_DIR, meta["jupyterlab"]["_build"]
+                                       ["load"]))

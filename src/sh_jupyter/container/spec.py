@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sh_jupyter._version import __version__
 from sh_jupyter.config import Config, Mount, normalize
+from sh_jupyter.container import guard
 from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
 from sh_jupyter.container.podman_args import parse_version
@@ -85,8 +86,10 @@ class SessionFacts:
     # image.name).
     image: str = ""
     image_name: str = ""
-    # The job's end (epoch seconds, 0: unknown): JupyterLab's walltime guard counts down to it.
+    # The job's end (epoch seconds, 0: unknown), and the session's directory holding the
+    # walltime guard's page config ("": no guard; see guard.py).
     job_end: int = 0
+    guard_config: str = ""
 
 
 def podman_major(version: str) -> int:
@@ -170,8 +173,9 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
     }
     if in_job(facts.ctx):
         env["SLURM_JOB_ID"] = facts.ctx.job_id
-    if facts.auth_dir:
-        env["JUPYTER_CONFIG_PATH"] = AUTH_TARGET
+    # Jupyter's config search path: the token's config file, and the walltime guard's page
+    # config (both only add directories: the image's own config is kept).
+    config_path = [AUTH_TARGET] if facts.auth_dir else []
     if any(m.target == PERSIST_TARGET for m in mounts):
         env.update({
             "PYTHONUSERBASE": f"{PERSIST_TARGET}/.local",
@@ -180,12 +184,14 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
             "JUPYTERLAB_WORKSPACES_DIR": f"{PERSIST_TARGET}/.jupyter/lab/workspaces",
         })
     if facts.job_end:
-        # Read by the image's walltime guard (a server and a lab extension): notices at
-        # first/last_warning seconds before the end, open documents saved at save_before.
-        env.update({JOB_END_ENV: str(facts.job_end),
-                    "SH_JUPYTER_WALLTIME_WARNINGS": f"{cfg['walltime.first_warning']},"
-                                                    f"{cfg['walltime.last_warning']}",
-                    "SH_JUPYTER_WALLTIME_SAVE": str(cfg["walltime.save_before"])})
+        # For the user's own code ("how long have I got?"); JupyterLab's guard reads the same
+        # end from its page config (guard.py).
+        env[JOB_END_ENV] = str(facts.job_end)
+    if facts.guard_config:
+        env["JUPYTER_PATH"] = guard.DATA_TARGET
+        config_path.append(guard.CONFIG_TARGET)
+    if config_path:
+        env["JUPYTER_CONFIG_PATH"] = ":".join(config_path)
     for name in cfg["proxy.variables"]:
         if name in job_env:
             env[name] = job_env[name]
@@ -233,7 +239,8 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
         + [{"type": "tmpfs", "source": "tmpfs", "target": t, "mode": mode}
            for t, mode in TMPFS]
         + ([{"type": "bind", "source": facts.auth_dir, "target": AUTH_TARGET,
-             "read_only": True}] if facts.auth_dir else []),
+             "read_only": True}] if facts.auth_dir else [])
+        + (guard.mounts(facts.guard_config) if facts.guard_config else []),
         "read_only": True,
         "working_dir": "/root",
         # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from sh_jupyter import gpu, launch
 from sh_jupyter.config import choose_image
-from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
+from sh_jupyter.container import cgroups, exits, guard, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import (
     AUTH_FILE,
@@ -83,6 +83,22 @@ class Starting(Phase):
             or self.req.job_env.get(NOTIFY_ENV) == "1"
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
+    def _guard_config(self, job_end: int) -> str:
+        """The walltime guard's page config for this job's end, in the session directory
+        ("": no known end, or no guard installed with this sh-jupyter)."""
+        if not job_end or not os.path.isdir(guard.LABEXTENSION_DIR):
+            return ""
+        path = os.path.join(self.req.session_dir, guard.CONFIG_DIR)
+        try:
+            ensure_user_dir(os.path.dirname(os.path.join(path, guard.PAGE_CONFIG)))
+            write_private(os.path.join(path, guard.PAGE_CONFIG),
+                          guard.page_config(self.cfg, job_end))
+        except OSError as exc:  # a full home or quota: the session runs without the guard
+            say(f"warning: no walltime guard (could not write its page config in {path}: "
+                f"{exc.strerror or exc})")
+            return ""
+        return path
 
     def _choose_image(self, name: object) -> None:
         """The site image by name, checked again here: request.json is the user's file, and
@@ -178,6 +194,8 @@ class Starting(Phase):
                 "limits)" + ("; podman.limits = \"always\" has no cgroup to apply to"
                              if cfg["podman.limits"] == "always" else ""))
         gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
+        job_end = self.clock.end()
+        guard_config = self._guard_config(job_end)
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
                                      cfg["network.port_attempts"]):
@@ -189,7 +207,8 @@ class Starting(Phase):
                                  self.launch.command, self.extra_env, self.podman_version,
                                  self.have_pasta, auth_dir=self.auth_dir,
                                  cgroup_v2=self.cgroup_v2, image=self.site_image.reference,
-                                 image_name=self.site_image.name, job_end=self.clock.end())
+                                 image_name=self.site_image.name, job_end=job_end,
+                                 guard_config=guard_config)
             kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
                                    gpus)
             self.start_clock = time.monotonic()

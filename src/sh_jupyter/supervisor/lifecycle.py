@@ -117,6 +117,10 @@ class Supervisor(Starting, Watching, TearingDown):
         if not removed:
             self._save(self.status.fail(f"container {self.name} could not be removed"))
             code = EXIT_SESSION_FAILED
+        if self.status.failed and not self.stop_signal:
+            # After the teardown: a slow mail system must not hold the container up. A cancel
+            # or the walltime's end (a signal) is no failure.
+            self._notify("failed", self.status.reason)
         if self.timed_out and self.req.on_timeout:
             say("cancelling the job: JupyterLab did not become available in time")
             self.req.on_timeout(self.status.reason)
@@ -142,7 +146,5 @@ class Supervisor(Starting, Watching, TearingDown):
                     " before JupyterLab was ready" if self.status.phase == "Starting" else "")
             say(f"session failed: {reason}")
             self._save(self.status.fail(reason))
-            if not self.stop_signal:  # a cancel or the walltime's end is not a failure
-                self._notify("failed", reason)
             self.timed_out = isinstance(failure, ConnectionTimeout)
             return EXIT_SESSION_FAILED

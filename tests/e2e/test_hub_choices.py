@@ -123,7 +123,7 @@ def test_an_image_outside_the_list_fails_the_spawn_with_the_list(hub, jobs):
         events = list(hub.progress(U2))
         failed = events[-1]
     else:
-        failed = {"failed": True, "message": json.dumps(body)}
+        failed = {"failed": status >= 400, "message": f"HTTP {status}: {json.dumps(body)}"}
     assert failed.get("failed"), failed
     assert "must be one of the site's images: python (the site image); minimal (the thin " \
            "test variant)" in failed["message"], failed

@@ -314,7 +314,7 @@ def test_the_image_choice_offers_exactly_the_sites_images(ruby, tmp_path):
     out = render({**FORM, "image": "minimal"}, session_id, str(staged), site_config=str(path))
     image = out["form"]["attributes"]["image"]
     assert image["widget"] == "select" and image["label"] == "Environment"
-    assert image["options"] == [["python — Base Python # 3.11", "python"],
+    assert image["options"] == [["python - Base Python # 3.11", "python"],
                                 ["minimal", "minimal"]]  # no GPUs here: no cuda
     script = out["templates"]["script.sh"]
     assert "export SH_JUPYTER_SESSION_IMAGE=minimal\n" in script

@@ -17,8 +17,11 @@ from sh_jupyter.config import Config
 
 LABEXTENSION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labextension")
 NAME = "@sh-jupyter/walltime-guard"
-DATA_TARGET = "/opt/sh-jupyter/jupyter"
-CONFIG_TARGET = "/opt/sh-jupyter/jupyter-config"
+# Under the container's /run tmpfs: a read-only root from the shared store lets no mount point
+# be made in the image's own directories (crun: "mkdir /opt/sh-jupyter: Permission denied"),
+# and the tmpfs, mounted first, is the container's own.
+DATA_TARGET = "/run/sh-jupyter/jupyter"
+CONFIG_TARGET = "/run/sh-jupyter/jupyter-config"
 CONFIG_DIR = "jupyter-config"  # in the session directory
 PAGE_CONFIG = os.path.join("labconfig", "page_config.json")
 

@@ -34,7 +34,15 @@ async function main(url, typed, shots, timeoutS) {
     await lab.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
     const editor = lab.locator('.jp-Notebook .jp-Cell .cm-content').first();
     await editor.waitFor({ state: 'visible', timeout: 60000 });
-    await editor.click();
+    // A dialog the image may show on opening a notebook (e.g. the kernel choice): accept it.
+    const dialog = lab.locator('.jp-Dialog .jp-mod-accept');
+    try {
+      await dialog.first().waitFor({ state: 'visible', timeout: 5000 });
+      await dialog.first().click();
+    } catch (err) {
+      // no dialog
+    }
+    await editor.click({ force: true });
     await lab.keyboard.press('End');
     await lab.keyboard.type(typed);
     const tab = lab.locator('.lm-TabBar-tab.jp-mod-current');
@@ -54,6 +62,9 @@ async function main(url, typed, shots, timeoutS) {
     out.savedAt = Date.now() / 1000;
     out.saved = (await saved.innerText()).trim();
     await lab.screenshot({ path: `${shots}-saved.png` });
+  } catch (err) {
+    await lab.screenshot({ path: `${shots}-failed.png` }).catch(() => {});
+    throw err;
   } finally {
     process.stdout.write(JSON.stringify(out) + '\n');
     await context.close();

@@ -32,7 +32,10 @@ async function main(url, typed, shots, timeoutS) {
     await lab.goto(url);
     await lab.locator('#main').waitFor({ state: 'visible', timeout: 60000 });
     await lab.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
-    const editor = lab.locator('.jp-Notebook .jp-Cell .cm-content').first();
+    // The notebook's own panel: a user with history has other notebooks restored in hidden
+    // tabs of the main area, whose editors come first in the page.
+    const editor = lab.locator(
+      '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .cm-content').first();
     await editor.waitFor({ state: 'visible', timeout: 60000 });
     // A dialog the image may show on opening a notebook (e.g. the kernel choice): accept it.
     const dialog = lab.locator('.jp-Dialog .jp-mod-accept');
@@ -42,7 +45,7 @@ async function main(url, typed, shots, timeoutS) {
     } catch (err) {
       // no dialog
     }
-    await editor.click({ force: true });
+    await editor.click();
     await lab.keyboard.press('End');
     await lab.keyboard.type(typed);
     const tab = lab.locator('.lm-TabBar-tab.jp-mod-current');

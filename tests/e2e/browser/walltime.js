@@ -34,8 +34,8 @@ async function main(url, typed, shots, timeoutS) {
     await lab.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
     // The notebook's own panel: a user with history has other notebooks restored in hidden
     // tabs of the main area, whose editors come first in the page.
-    const editor = lab.locator(
-      '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .cm-content').first();
+    const editor = lab.locator('.jp-Notebook .jp-Cell .cm-content').filter({ visible: true })
+      .first();
     await editor.waitFor({ state: 'visible', timeout: 60000 });
     // A dialog the image may show on opening a notebook (e.g. the kernel choice): accept it.
     const dialog = lab.locator('.jp-Dialog .jp-mod-accept');

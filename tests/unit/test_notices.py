@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import threading
 
 import pytest
 
@@ -67,6 +68,32 @@ def test_the_job_clock_gives_the_end_or_nothing():
     def failing():
         raise SchedulerUnavailable("squeue failed")
     assert JobClock(failing).end() == 0
+
+
+def test_the_job_clock_asks_when_first_needed_without_a_thread(monkeypatch):
+    """At the user's process limit Thread.start() raises; the clock then asks Slurm itself,
+    once, the first time the end is needed, instead of failing the session."""
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    asked = []
+
+    def lookup():
+        asked.append(1)
+        return JobInfo("42", "", "", "RUNNING", start_time=1000, time_limit=600)
+    clock = JobClock(lookup)
+    assert asked == []  # nothing asked yet: the start goes on
+    assert clock.info(timeout=0).time_limit == 600
+    assert clock.end(timeout=0) == 1600
+    assert asked == [1]  # once
+
+    def failing():
+        raise SchedulerUnavailable("squeue failed")
+    assert JobClock(failing).end(timeout=0) == 0
+
+    def broken():
+        raise ValueError("an answer nobody expected")
+    assert JobClock(broken).end(timeout=0) == 0  # never fatal, as in the thread
 
 
 def test_the_container_gets_the_jobs_end_and_the_walltime_guard():

@@ -68,6 +68,8 @@ FROM $IMAGE
 LABEL sh-jupyter.variant-of="$base_id" org.opencontainers.image.title="sh-jupyter test variant"
 ENV SH_JUPYTER_TESTBED_IMAGE=minimal
 CONTAINERFILE
-    chmod -R a+rX "$IMAGE_STORE"
+    # As packaging/image/build's secure_store: readable by everyone, writable and setid by
+    # nobody (root's entries only; tests/security and doctor check the whole store).
+    find "$IMAGE_STORE" -xdev -uid 0 ! -type l -exec chmod a+rX,go-w,ug-s {} +
 fi
 log "variant image $VARIANT is in $IMAGE_STORE"

@@ -6,8 +6,8 @@ Stable: the names in `__all__`, their parameters, the fields of `Session`, `Card
 
 Two sides, as in Slurm itself:
   * submit side, run as the session's user on a host that shares the user's home directory
-    with the compute nodes (a login node, a portal, a hub host): `submit`, `find`, `sessions`,
-    `card`, `wait`, `connection`, `cancel`;
+    with the compute nodes (a login node, a portal, a hub host): `submit`, `estimate`, `find`,
+    `sessions`, `card`, `wait`, `connection`, `cancel`;
   * supervisor side, run as the user inside the Slurm job: `run`.
 
 A launcher running as root or as a service account (a JupyterHub) calls the same operations as

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sh_jupyter._version import __version__
 
 __all__ = ["REQUEST_KEYS", "Card", "Connection", "Session", "SessionFailure", "UsageError",
-           "__version__", "cancel", "card", "connection", "find", "request_from_json", "run",
-           "sessions", "submit", "wait"]
+           "__version__", "cancel", "card", "connection", "estimate", "find", "request_from_json",
+           "run", "sessions", "submit", "wait"]
 _API = frozenset(__all__) - {"__version__"}
 
 

@@ -6,8 +6,8 @@ Stable: the names in `__all__`, their parameters, the fields of `Session`, `Card
 
 Two sides, as in Slurm itself:
   * submit side, run as the session's user on a host that shares the user's home directory
-    with the compute nodes (a login node, a portal, a hub host): `submit`, `find`, `sessions`,
-    `card`, `wait`, `connection`, `cancel`;
+    with the compute nodes (a login node, a portal, a hub host): `submit`, `estimate`, `find`,
+    `sessions`, `card`, `wait`, `connection`, `cancel`;
   * supervisor side, run as the user inside the Slurm job: `run`.
 
 A launcher running as root or as a service account (a JupyterHub) calls the same operations as
@@ -33,6 +33,7 @@ from sh_jupyter.session import LOCAL_JOB_ID, REQUEST_FILE, Status, is_session_id
 from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
 from sh_jupyter.slurm.scheduler import Scheduler, get_scheduler
 from sh_jupyter.submitter import card as job_card
+from sh_jupyter.submitter import estimate as estimate_mod
 from sh_jupyter.submitter import request as request_mod
 from sh_jupyter.submitter import submission, tracking
 from sh_jupyter.submitter.submission import Submitted, sessions_root
@@ -50,6 +51,7 @@ __all__ = [
     "cancel",
     "card",
     "connection",
+    "estimate",
     "find",
     "request_from_json",
     "run",
@@ -92,6 +94,28 @@ class Card(TypedDict, total=False):
     gpus: int
     job_state: str
     scheduler_error: str
+    expected_start: str
+    queue_reason: str
+    image: str
+
+
+class Estimate(TypedDict):
+    """`estimate` (`sh-jupyter submit --test-only --json`): when Slurm would start the request
+    and, if not now, the largest smaller requests that would (`alternatives`, each naming the
+    field it `changed`: cpus, memory_gib or partition). `refused` is Slurm's reason when it
+    would never run the request; `submitted` is always false."""
+
+    cpus: int
+    memory_gib: int
+    walltime: int
+    gpus: int
+    partition: str
+    start_at: str
+    start_epoch: int
+    starts_now: bool
+    refused: str
+    submitted: bool
+    alternatives: list
 
 
 @dataclass(frozen=True)
@@ -116,7 +140,7 @@ class Connection:
 
 # The keys of a request as JSON (`sh-jupyter submit --stdin`): `submit`'s parameters.
 REQUEST_KEYS = ("cpus", "memory_gib", "walltime", "partition", "cluster", "gpus", "nodelist",
-                "command", "base_url", "auth", "environment")
+                "image", "notify", "command", "base_url", "auth", "environment")
 
 
 def _config(config: ConfigArg) -> Config:
@@ -149,14 +173,17 @@ def request_from_json(text: str) -> dict:
 
 def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
            walltime: str | None = None, partition: str = "", cluster: str = "",
-           gpus: int | str | None = None, nodelist: str = "", command: Sequence[str] = (),
-           base_url: str = "",
+           gpus: int | str | None = None, nodelist: str = "", image: str | None = None,
+           notify: bool = False, command: Sequence[str] = (), base_url: str = "",
            auth: str = "token", environment: Mapping[str, str] | None = None,
            config: ConfigArg = None, scheduler: Scheduler | None = None) -> Session:
     """Submit a session as the current user; returns once Slurm accepted the job.
 
     Every field is checked against the site config first (UsageError, nothing created).
     `nodelist` aims the session at particular nodes (sbatch --nodelist).
+    `image` is the name of one of the site's images (`[[images]]`; default: the first).
+    `notify`: one e-mail to the user when the server is ready to connect, one if the session
+    fails, one before its walltime runs out (never holding the password).
     Launchers may replace the server `command` (sh-jupyter still appends --port, --ip and the
     --ServerApp options), its `base_url`, and `auth` ("token": sh-jupyter's secret logs in;
     "launcher": the command authenticates by itself). `environment` reaches the server's
@@ -165,12 +192,32 @@ def submit(*, cpus: int | str | None = None, memory_gib: int | str | None = None
     """
     cfg = _config(config)
     req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
-                               nodelist)
+                               nodelist=nodelist, image=image, notify=notify)
     options = launch_mod.validate(command, base_url, auth)
     env = launch_mod.check_env(environment or {})
     me = session_user()
     return submission.submit(cfg, req, scheduler or get_scheduler(req.cluster), me.pw_name,
                       me.pw_dir, me.pw_uid, launch=options, environment=env)
+
+
+def estimate(*, cpus: int | str | None = None, memory_gib: int | str | None = None,
+             walltime: str | None = None, partition: str = "", cluster: str = "",
+             gpus: int | str | None = None, nodelist: str = "", image: str | None = None,
+             config: ConfigArg = None, scheduler: Scheduler | None = None,
+             **_launch: object) -> Estimate:
+    """When Slurm would start this request, without submitting or creating anything; when not
+    now, which smaller requests within the site's limits would start now.
+
+    The request is checked as `submit` checks it (UsageError); a launcher's other request keys
+    (command, auth, environment...) are accepted and ignored. SchedulerUnavailable when Slurm
+    gives no answer.
+    """
+    cfg = _config(config)
+    req = request_mod.validate(cfg, cpus, memory_gib, walltime, partition, cluster, gpus,
+                               nodelist=nodelist, image=image)
+    me = session_user()
+    return cast(Estimate, estimate_mod.estimate(cfg, req, scheduler or get_scheduler(req.cluster),
+                                                me.pw_dir))
 
 
 def _session_dir(cfg: Config, ident: str) -> str:

@@ -102,8 +102,9 @@ def check_base_url(v: str) -> str | None:
 
 # Variables sh-jupyter sets in the container itself: site config and launchers cannot override.
 OWN_ENV = {"JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "HOME", "PATH", "PYTHONUSERBASE",
-            "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
-            "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID"}
+           "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
+           "JUPYTERLAB_WORKSPACES_DIR", "SH_JUPYTER_SESSION_ID", "SLURM_JOB_ID",
+           "SH_JUPYTER_JOB_END", "JUPYTER_PATH"}
 # The job's GPU variables number the host's view (renumbered or not): never copied in.
 _GPU_ENV = {"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
             "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "NVIDIA_VISIBLE_DEVICES",
@@ -137,6 +138,27 @@ def valid_cdi_kind(kind: str) -> bool:
 
 def _cdi_kind(v: str) -> str | None:
     return None if valid_cdi_kind(v) else "must be a CDI kind VENDOR/CLASS, e.g. nvidia.com/gpu"
+
+
+def _address(v: str) -> str | None:
+    rest = v.replace("{user}", "")
+    ok = bool(v) and "{" not in rest and "}" not in rest and not any(
+        c.isspace() or c in ",;<>\"'\\" for c in v)
+    return None if ok else "must be one mail address; {user} is the only placeholder"
+
+
+def _card_url(v: str) -> str | None:
+    rest = v.replace("{session_id}", "").replace("{job_id}", "")
+    if v and not v.startswith(("https://", "http://")):
+        return "must be an http(s) URL (or empty)"
+    if "{" in rest or "}" in rest or any(c.isspace() for c in v):
+        return "only {session_id} and {job_id} may be used as placeholders, no spaces"
+    return None
+
+
+def _partition_names(v: list[str]) -> str | None:
+    bad = [p for p in v if _name(p)]
+    return f"{bad}: each must be a Slurm partition name" if bad else None
 
 
 def _abs_paths(v: list[str]) -> str | None:
@@ -265,6 +287,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "default_cpus": Key("int", 1, "CPUs when the user asks for none", _range(1, 4096)),
         "default_memory_gib": Key("int", 4, "memory (GiB) when the user asks for none",
                                   _range(1, 65536)),
+        "partitions": Key("list[str]", [], "Slurm partitions a session may ask for (empty: "
+                          "any; the first is the default when the user names none). `submit "
+                          "--test-only` suggests the others when the asked one is busy",
+                          _partition_names),
+    },
+    "walltime": {
+        "first_warning": Key("int", 600, "seconds before the job's end at which JupyterLab "
+                             "shows the time left (and an opted-in ready notice mails it); 0: "
+                             "no notice", _range(0, 86400)),
+        "last_warning": Key("int", 120, "seconds before the job's end of the second notice "
+                            "in JupyterLab; 0: none", _range(0, 86400)),
+        "save_before": Key("int", 60, "seconds before the job's end at which JupyterLab "
+                           "saves every open document with unsaved changes; 0: never",
+                           _range(0, 3600)),
+    },
+    "notify": {
+        "sendmail": Key("str", "/usr/sbin/sendmail", "the system's sendmail interface, run "
+                        "as the user with -t for opted-in notices", _abs_path),
+        "address": Key("str", "{user}", "where a user's notices go; {user} is the login "
+                       "name (the default delivers to the local mailbox)", _address),
+        "card_url": Key("str", "", "link to a session's card in the notices; {session_id} and "
+                        "{job_id} are filled in (empty: the notice names `sh-jupyter status "
+                        "ID`)", _card_url),
     },
     "gpu": {
         "cdi_kind": Key("str", "nvidia.com/gpu", "CDI kind (VENDOR/CLASS) of the node's GPUs; a "
@@ -290,6 +335,29 @@ MOUNT_SCHEMA: dict[str, Key] = {
     "ephemeral": Key("bool", False, "per-session directory: created at start, deleted at the "
                      "end (source must contain {session_id} or {job_id})"),
 }
+
+
+IMAGE_SCHEMA: dict[str, Key] = {
+    "name": Key("str", None, "what users choose (`submit --image NAME`, the portal's and the "
+                "hub's forms); letters, digits, '.', '_', '-'", _name),
+    "description": Key("str", "", "one line shown beside the name in the forms"),
+    "reference": Key("str", None, "the image in the shared store (never pulled), e.g. "
+                     "localhost/site/r:4.4"),
+    "gpu": Key("bool", False, "the image needs GPUs: a request without --gpus is refused"),
+}
+
+
+@dataclass(frozen=True)
+class SiteImage:
+    """An image users may choose; the first listed is the default."""
+
+    name: str
+    reference: str
+    description: str = ""
+    gpu: bool = False
+
+
+DEFAULT_IMAGE_NAME = "default"
 
 
 @dataclass(frozen=True)
@@ -320,10 +388,21 @@ class Config:
     values: dict[str, dict[str, Any]]
     mounts: tuple[Mount, ...] = DEFAULT_MOUNTS
     path: str = ""
+    site_images: tuple[SiteImage, ...] = ()  # [[images]]; none: image.name alone
 
     def __getitem__(self, dotted: str) -> Any:
         section, key = dotted.split(".")
         return self.values[section][key]
+
+    @property
+    def images(self) -> tuple[SiteImage, ...]:
+        """The images users may choose, the default first: [[images]], or image.name alone
+        (named "default") when the site lists none."""
+        return self.site_images or (SiteImage(DEFAULT_IMAGE_NAME, self["image.name"],
+                                              "JupyterLab"),)
+
+    def image(self, name: str) -> SiteImage | None:
+        return next((i for i in self.images if i.name == name), None)
 
 
 def normalize(path: str) -> str:
@@ -395,6 +474,16 @@ def _mount(table: Any, index: int, src: str) -> Mount:
     return mount
 
 
+def _image(table: Any, index: int, src: str) -> SiteImage:
+    if not isinstance(table, dict):
+        raise UsageError(f"images[{index}]", table, "must be a table", src)
+    values = _check(IMAGE_SCHEMA, table, f"images[{index}].", src)
+    for required in ("name", "reference"):
+        if not values.get(required):
+            raise UsageError(f"images[{index}].{required}", None, "is required", src)
+    return SiteImage(**values)
+
+
 def parse(text: str, src: str = "<config>") -> Config:
     """Parse and validate config text; UsageError on anything wrong."""
     try:
@@ -404,20 +493,32 @@ def parse(text: str, src: str = "<config>") -> Config:
     values = {s: {k: copy.deepcopy(key.default) for k, key in keys.items()}
               for s, keys in SCHEMA.items()}
     mounts = DEFAULT_MOUNTS
+    images: tuple[SiteImage, ...] = ()
     for section, table in data.items():
+        if section == "images":
+            if not isinstance(table, list) or not table:
+                raise UsageError("images", table, "must be a non-empty array of tables "
+                                 "([[images]])", src)
+            images = tuple(_image(t, i, src) for i, t in enumerate(table))
+            names = [i.name for i in images]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise UsageError("images.name", dup, "each image name may be listed only once",
+                                 src)
+            continue
         if section == "mounts":
             if not isinstance(table, list):
                 raise UsageError("mounts", table, "must be an array of tables ([[mounts]])", src)
             mounts = tuple(_mount(t, i, src) for i, t in enumerate(table))
             continue
         if section not in SCHEMA:
-            allowed = ", ".join([*sorted(SCHEMA), "mounts"])
+            allowed = ", ".join([*sorted(SCHEMA), "images", "mounts"])
             raise UsageError(section, "...", f"unknown section; allowed: {allowed}", src)
         if not isinstance(table, dict):
             raise UsageError(section, table, "must be a table", src)
         values[section].update(_check(SCHEMA[section], table, f"{section}.", src))
     _cross_check(values, mounts, src)
-    return Config(values=values, mounts=mounts, path=src)
+    return Config(values=values, mounts=mounts, path=src, site_images=images)
 
 
 def _cross_check(values: dict[str, dict[str, Any]], mounts: tuple[Mount, ...], src: str) -> None:
@@ -452,6 +553,27 @@ def _check_devices(values: dict[str, dict[str, Any]], src: str) -> None:
                 or name.startswith("/dev/dri"):
             raise UsageError("podman.devices", dev, "GPUs reach a session only through its "
                              "job's allocation (the [gpu] section), never podman.devices", src)
+
+
+def image_choices(cfg: Config) -> str:
+    """The site's images as one line, for a refusal."""
+    return "; ".join(i.name + (f" ({i.description})" if i.description else "")
+                     + (" [needs GPUs]" if i.gpu else "") for i in cfg.images)
+
+
+def choose_image(cfg: Config, name: object, gpus: int) -> SiteImage:
+    """The site image of that name (the default, first listed, when none is given);
+    UsageError naming the value and the site's list for anything else: users choose among
+    the site's images, never an image reference of their own."""
+    if name in (None, ""):
+        return cfg.images[0]
+    chosen = cfg.image(name) if isinstance(name, str) else None
+    if chosen is None:
+        raise UsageError("--image", name, f"must be one of the site's images: "
+                         f"{image_choices(cfg)}")
+    if chosen.gpu and gpus < 1:
+        raise UsageError("--image", name, "needs GPUs: ask for --gpus 1 or more")
+    return chosen
 
 
 def default() -> Config:
@@ -493,11 +615,13 @@ def reference_markdown() -> str:
                             else str(key.default).lower() if key.kind == "bool"
                             else repr(key.default).replace("'", '"'))
             rows.append(f"| `{section}.{name}` | {key.kind} | `{default_text}` | {key.doc} |")
-    for name, key in MOUNT_SCHEMA.items():
-        default_text = "required" if key.default is None else repr(key.default).lower()
-        rows.append(f"| `[[mounts]].{name}` | {key.kind} | {default_text} | {key.doc} |")
+    for table, schema in (("images", IMAGE_SCHEMA), ("mounts", MOUNT_SCHEMA)):
+        for name, key in schema.items():
+            default_text = "required" if key.default is None else \
+                repr(key.default).lower().replace("'", '"')
+            rows.append(f"| `[[{table}]].{name}` | {key.kind} | {default_text} | {key.doc} |")
     return "\n".join(rows)
 
 
-__all__ = ["DEFAULT_MOUNTS", "SCHEMA", "Config", "Mount", "default", "load", "parse",
+__all__ = ["DEFAULT_MOUNTS", "SCHEMA", "Config", "Mount", "SiteImage", "default", "load", "parse",
            "reference_markdown"]

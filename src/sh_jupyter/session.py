@@ -43,6 +43,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def epoch_iso(epoch: float) -> str:
+    """An epoch in the status file's ISO form (UTC); "" for Slurm's "no time" (0)."""
+    if epoch <= 0:
+        return ""
+    return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat(timespec="seconds")
+
+
 def container_name(prefix: str, session_id: str) -> str:
     return f"{prefix}-{session_id}"
 
@@ -76,6 +83,7 @@ class Status:
     gpus: int = 0
     walltime: int = 0
     connection_timeout: int = 0
+    image: str = ""  # the site image's name (config [[images]])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

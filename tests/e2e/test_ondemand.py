@@ -204,7 +204,10 @@ def test_app_files_render_as_the_dashboard_renders_them(ruby, tmp_path):
     form = out["form"]
     # One back-end: OOD hides its own cluster field only if the app defines none itself.
     assert form["cluster"] and "cluster" not in form["attributes"]
-    assert form["form"] == ["cpus", "memory_gib", "gpus"]
+    assert form["form"] == ["image", "cpus", "memory_gib", "gpus", "notify"]
+    assert form["attributes"]["notify"]["widget"] == "check_box"
+    # The shipped config lists no [[images]]: nothing to choose, the site's one image runs.
+    assert form["attributes"]["image"] == {"widget": "hidden_field", "value": ""}
     # The shipped config allows no GPUs: the field is a hidden 0.
     assert form["attributes"]["gpus"] == {"widget": "hidden_field", "value": 0}
     cpus, mem = form["attributes"]["cpus"], form["attributes"]["memory_gib"]
@@ -295,6 +298,32 @@ def test_the_gpu_field_appears_only_where_the_site_allows_gpus(ruby, tmp_path, s
     else:
         assert gpus == {"widget": "hidden_field", "value": 0}
         assert not [o for o in native if "gres" in o] and "GPUs" not in out["info"]
+
+
+def test_the_image_choice_offers_exactly_the_sites_images(ruby, tmp_path):
+    """[[images]] in the site config: the form offers those names (GPU images only where
+    GPUs are allowed), and the chosen name reaches the job's script, nothing else."""
+    path = tmp_path / "config.toml"
+    path.write_text('[[images]]\nname = "python"\ndescription = "Base Python # 3.11"\n'
+                    'reference = "localhost/a:1"\n[[images]]\nname = "minimal"\n'
+                    'reference = "localhost/b:1"  # thin\n[[images]]\nname = "cuda"\n'
+                    'reference = "localhost/c:1"\ngpu = true\n', encoding="utf-8")
+    session_id = str(uuid.uuid4())
+    staged = tmp_path / session_id
+    staged.mkdir()
+    out = render({**FORM, "image": "minimal"}, session_id, str(staged), site_config=str(path))
+    image = out["form"]["attributes"]["image"]
+    assert image["widget"] == "select" and image["label"] == "Environment"
+    assert image["options"] == [["python - Base Python # 3.11", "python"],
+                                ["minimal", "minimal"]]  # no GPUs here: no cuda
+    script = out["templates"]["script.sh"]
+    assert "export SH_JUPYTER_SESSION_IMAGE=minimal\n" in script
+    assert "SH_JUPYTER_SESSION_NOTIFY" not in script
+    notify = render({**FORM, "notify": "1"}, session_id, str(staged), site_config=str(path))
+    assert "export SH_JUPYTER_SESSION_NOTIFY=1\n" in notify["templates"]["script.sh"]
+    out = render({**FORM, "image": "$(touch /tmp/x); evil"}, session_id, str(staged),
+                 site_config=str(path))
+    assert "export SH_JUPYTER_SESSION_IMAGE=touchtmpxevil\n" in out["templates"]["script.sh"]
 
 
 class MiniOOD(ThreadingHTTPServer):

@@ -536,7 +536,10 @@ def test_reference_lists_every_key() -> None:
             assert f"| {key.kind} |" in rows[0]
     for name in MOUNT_SCHEMA:
         assert sum(ln.startswith(f"| `[[mounts]].{name}` |") for ln in lines) == 1
-    n_keys = sum(len(keys) for keys in SCHEMA.values()) + len(MOUNT_SCHEMA)
+    for name in config.IMAGE_SCHEMA:
+        assert sum(ln.startswith(f"| `[[images]].{name}` |") for ln in lines) == 1
+    n_keys = sum(len(keys) for keys in SCHEMA.values()) + len(MOUNT_SCHEMA) \
+        + len(config.IMAGE_SCHEMA)
     assert len(lines) == 2 + n_keys
 
 

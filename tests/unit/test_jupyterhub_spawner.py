@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from jupyterhub.spawner import SpawnException
 from sh_jupyter import config
 from sh_jupyter.errors import SchedulerUnavailable
 from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
+from sh_jupyter.jupyterhub import spawner as spawner_mod
 from sh_jupyter.jupyterhub.spawner import check_host, on_node, route_target
 from sh_jupyter.slurm.squeue_json import JobInfo
 
@@ -150,7 +152,23 @@ def test_a_job_that_dies_without_a_word_fails_the_spawn_with_the_cards_reason(sp
     with pytest.raises(SpawnException, match="CANCELLED"):
         run(spawner.start())
     assert script.commands()[-3:] == ["status", "closed", "cancel"]
-    assert any("waiting in Slurm's queue (Priority)" in e["message"] for e in spawner._events)
+    assert any("waiting in Slurm's queue (Priority: jobs of higher priority" in e["message"]
+               for e in spawner._events)
+
+
+def test_a_queued_spawn_shows_slurms_reason_and_start_estimate():
+    now = 1_796_600_000
+    view = job("PENDING", reason="Resources")
+    view = jobs.JobInfo(view.job_id, view.name, view.user, "PENDING", "Resources",
+                        start_time=now + 23 * 60)
+    line = spawner_mod.queue_message(view, now=now)
+    assert line.startswith("Queued: waiting in Slurm's queue (Resources: the CPUs, memory or "
+                           "GPUs asked for are in use by other jobs)"), line
+    assert line.endswith("; Slurm expects it to start at "
+                         + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + 23 * 60))
+                         + " (in about 23 min)"), line
+    unknown = jobs.JobInfo("1", "", "", "PENDING", "None")
+    assert spawner_mod.queue_message(unknown) == "Queued: waiting in Slurm's queue"
 
 
 def test_an_unknown_job_state_while_starting_keeps_waiting(spawner, script):
@@ -224,9 +242,12 @@ def test_progress_yields_events_as_they_come(spawner):
 
 
 def test_user_options_are_checked(spawner):
-    spawner.user_options = {"cpus": 2, "image": "other"}
+    spawner.user_options = {"cpus": 2, "reference": "registry.invalid/evil:latest"}
     with pytest.raises(SpawnException, match="unknown options"):
         spawner.session_request()
+    # An image is passed on by name; the user-side submit checks it against the site's list.
+    spawner.user_options = {"image": "r"}
+    assert spawner.session_request()["image"] == "r"
     spawner.user_options = {"cpus": 2, "walltime": "1:00:00"}
     spawner.req_memory_gib = 3
     request = spawner.session_request()

@@ -122,3 +122,13 @@ def test_bench_uses_only_public_seams():
     used = {f"{path.name}: {name}" for path in bench.rglob("*.py")
             for name in _imports(path) if name not in allowed}
     assert used == set()
+
+
+def test_test_module_basenames_are_unique():
+    """pytest imports test modules by basename (rootdir-relative, no packages): two tests/
+    directories holding the same test_*.py clash when collected together."""
+    tests = PKG.parents[1] / "tests"
+    seen: dict[str, list[str]] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

@@ -69,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpus", help="GPUs, where the site allows them")
     submit.add_argument("-w", "--nodelist", default="",
                         help="run on these nodes only (Slurm node names or ranges)")
+    submit.add_argument("--image", help="one of the site's images by name (default: the "
+                        "site's first; `sh-jupyter images` lists them)")
+    submit.add_argument("--notify", action="store_true",
+                        help="e-mail me when JupyterLab is ready, if the session fails, and "
+                        "before its walltime runs out")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job until JupyterLab is ready, then print the URL")
     submit.add_argument("--json", action="store_true", help="machine-readable output")
+    submit.add_argument("--test-only", action="store_true",
+                        help="submit nothing: print when Slurm would start this request and "
+                        "which smaller request within the site's limits would start now")
     submit.add_argument("--stdin", action="store_true",
                         help="read the request as one JSON object from standard input instead "
                         "of the flags (launchers: also command, base_url, auth and a secret "
@@ -99,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "needs; exit 0 ok, 1 warning, 2 error")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
 
+    imgs = sub.add_parser("images", help="the site's images a session may run")
+    imgs.add_argument("--json", action="store_true", help="machine-readable output")
+
     cfg = sub.add_parser("config", help="check the site config or print its reference")
     cfg.add_argument("--reference", action="store_true", help="print the key reference")
     return parser
@@ -110,6 +121,20 @@ def _cmd_config(args: argparse.Namespace) -> int:
         return 0
     cfg = config_mod.load(args.config)
     print(f"{cfg.path}: valid")
+    return 0
+
+
+def _cmd_images(args: argparse.Namespace) -> int:
+    import json
+
+    images = config_mod.load(args.config).images
+    if args.json:
+        print(json.dumps([{"name": i.name, "description": i.description, "gpu": i.gpu,
+                           "default": n == 0} for n, i in enumerate(images)], indent=2))
+    else:
+        for n, i in enumerate(images):
+            print(f"{i.name}{' (default)' if n == 0 else ''}: {i.description}"
+                  + (" [needs GPUs]" if i.gpu else ""))
     return 0
 
 
@@ -132,7 +157,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _handler(command: str):
     """The command's function; the submit side's modules load only for its commands, so the
     supervisor (`run`, on the path to Connect) does not pay for them."""
-    own = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor}
+    own = {"run": _cmd_run, "config": _cmd_config, "doctor": _cmd_doctor,
+           "images": _cmd_images}
     if command in own:
         return own[command]
     from sh_jupyter.cli import sessions as commands

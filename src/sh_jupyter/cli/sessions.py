@@ -10,13 +10,13 @@ import time
 
 from sh_jupyter import api
 from sh_jupyter import config as config_mod
-from sh_jupyter.cli.render import render
+from sh_jupyter.cli.render import render, when
 from sh_jupyter.errors import EXIT_SESSION_FAILED, SessionFailure, UsageError
 
 # The request flags of `submit`; with --stdin the request comes as JSON instead.
 _REQUEST_FLAGS = {"cpus": "--cpus", "memory": "--memory", "time": "--time",
                   "partition": "--partition", "cluster": "--cluster", "gpus": "--gpus",
-                  "nodelist": "--nodelist"}
+                  "nodelist": "--nodelist", "image": "--image"}
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
@@ -37,8 +37,9 @@ def _request(args: argparse.Namespace) -> dict:
     if not args.stdin:
         return {"cpus": args.cpus, "memory_gib": args.memory, "walltime": args.time,
                 "partition": args.partition, "cluster": args.cluster, "gpus": args.gpus,
-                "nodelist": args.nodelist}
-    given = [flag for dest, flag in _REQUEST_FLAGS.items() if getattr(args, dest)]
+                "nodelist": args.nodelist, "image": args.image, "notify": args.notify}
+    given = [flag for dest, flag in {**_REQUEST_FLAGS, "notify": "--notify"}.items()
+             if getattr(args, dest)]
     if given:
         raise UsageError(given[0], getattr(args, given[0].lstrip("-")),
                          "cannot be combined with --stdin (put it in the JSON request)")
@@ -57,8 +58,35 @@ def _finish(args: argparse.Namespace, final: api.Card, session: api.SessionArg,
     return EXIT_SESSION_FAILED if final["failed"] else 0
 
 
+def _estimate_text(est: api.Estimate) -> str:
+    def what(e: dict) -> str:
+        part = f", partition {e['partition']}" if e["partition"] else ""
+        return f"{e['cpus']} CPUs, {e['memory_gib']} GiB{part}"
+    if est["refused"]:
+        lines = [f"Slurm would never start this request ({what(est)}): {est['refused']}"]
+    elif est["starts_now"]:
+        lines = [f"Slurm would start this request ({what(est)}) now."]
+    else:
+        lines = [f"Slurm would start this request ({what(est)}) at "
+                 f"{when(est['start_at']) if est['start_at'] else 'an unknown time'}."]
+        flags = {"cpus": "--cpus", "memory_gib": "--memory", "partition": "--partition"}
+        for alt in est["alternatives"]:
+            lines.append(f"  would start now: {flags[alt['changed']]} {alt[alt['changed']]} "
+                         f"({what(alt)})")
+        if not est["alternatives"]:
+            lines.append("  no smaller request within the site's limits would start sooner")
+    lines.append("Nothing was submitted (--test-only).")
+    return "\n".join(lines)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
+    if args.test_only:
+        if args.wait:
+            raise UsageError("--wait", True, "cannot be combined with --test-only")
+        est = api.estimate(**_request(args), config=cfg)
+        _emit(args, est, _estimate_text(est))
+        return 0
     done = api.submit(**_request(args), config=cfg)
     data = {"session_id": done.session_id, "job_id": done.job_id,
             "session_dir": done.session_dir}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sh_jupyter._version import __version__
 from sh_jupyter.config import Config, Mount, normalize
+from sh_jupyter.container import guard
 from sh_jupyter.container.gpus import Assignment, container_environment
 from sh_jupyter.container.oci_runtime import KEEP_GROUPS_ANNOTATION
 from sh_jupyter.container.podman_args import parse_version
@@ -23,6 +24,8 @@ LABEL_SESSION = "sh-jupyter.session-id"
 LABEL_JOB = "sh-jupyter.job-id"
 LABEL_USER = "sh-jupyter.user"
 LABEL_VERSION = "sh-jupyter.version"
+JOB_END_ENV = "SH_JUPYTER_JOB_END"
+LABEL_IMAGE = "sh-jupyter.image"  # the site image's name (config [[images]])
 PERSIST_TARGET = "/mnt/jupyter_host"
 TMPFS = (("/root", "0700"), ("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777"))
 # The token reaches JupyterLab as a jupyter_server config file in a directory of the node's
@@ -79,6 +82,14 @@ class SessionFacts:
     auth_dir: str = ""
     # The node's cgroups are v2 (unified): what podman.cgroups = "auto" resolves with.
     cgroup_v2: bool = False
+    # The site image chosen for the session: its reference in the store and its name ("":
+    # image.name).
+    image: str = ""
+    image_name: str = ""
+    # The job's end (epoch seconds, 0: unknown), and the session's directory holding the
+    # walltime guard's page config ("": no guard; see guard.py).
+    job_end: int = 0
+    guard_config: str = ""
 
 
 def podman_major(version: str) -> int:
@@ -162,8 +173,9 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
     }
     if in_job(facts.ctx):
         env["SLURM_JOB_ID"] = facts.ctx.job_id
-    if facts.auth_dir:
-        env["JUPYTER_CONFIG_PATH"] = AUTH_TARGET
+    # Jupyter's config search path: the token's config file, and the walltime guard's page
+    # config (both only add directories: the image's own config is kept).
+    config_path = [AUTH_TARGET] if facts.auth_dir else []
     if any(m.target == PERSIST_TARGET for m in mounts):
         env.update({
             "PYTHONUSERBASE": f"{PERSIST_TARGET}/.local",
@@ -171,6 +183,15 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
             "JUPYTERLAB_SETTINGS_DIR": f"{PERSIST_TARGET}/.jupyter/lab/user-settings",
             "JUPYTERLAB_WORKSPACES_DIR": f"{PERSIST_TARGET}/.jupyter/lab/workspaces",
         })
+    if facts.job_end:
+        # For the user's own code ("how long have I got?"); JupyterLab's guard reads the same
+        # end from its page config (guard.py).
+        env[JOB_END_ENV] = str(facts.job_end)
+    if facts.guard_config:
+        env["JUPYTER_PATH"] = guard.DATA_TARGET
+        config_path.append(guard.CONFIG_TARGET)
+    if config_path:
+        env["JUPYTER_CONFIG_PATH"] = ":".join(config_path)
     for name in cfg["proxy.variables"]:
         if name in job_env:
             env[name] = job_env[name]
@@ -179,12 +200,15 @@ def environment(cfg: Config, facts: SessionFacts, job_env: Mapping[str, str],
 
 def labels(facts: SessionFacts) -> dict[str, str]:
     """Labels that let cleanup find exactly this session's and this job's containers."""
-    return {
+    out = {
         LABEL_SESSION: facts.ctx.session_id,
         LABEL_JOB: facts.ctx.job_id,
         LABEL_USER: facts.ctx.user,
         LABEL_VERSION: __version__,
     }
+    if facts.image_name:
+        out[LABEL_IMAGE] = facts.image_name
+    return out
 
 
 def create_kwargs(cfg: Config, facts: SessionFacts,
@@ -202,7 +226,7 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
     env = environment(cfg, facts, job_env, [m for m in mounts if m.source in present])
     env.update(gpus.environment)
     kwargs: dict = {
-        "image": cfg["image.name"],
+        "image": facts.image or cfg["image.name"],
         "name": container_name(cfg["session.container_prefix"], facts.ctx.session_id),
         "command": jupyter_command(cfg, port, facts.base_url, facts.command),
         "environment": env,
@@ -215,7 +239,8 @@ def create_kwargs(cfg: Config, facts: SessionFacts,
         + [{"type": "tmpfs", "source": "tmpfs", "target": t, "mode": mode}
            for t, mode in TMPFS]
         + ([{"type": "bind", "source": facts.auth_dir, "target": AUTH_TARGET,
-             "read_only": True}] if facts.auth_dir else []),
+             "read_only": True}] if facts.auth_dir else [])
+        + (guard.mounts(facts.guard_config) if facts.guard_config else []),
         "read_only": True,
         "working_dir": "/root",
         # Hardening: nothing JupyterLab needs requires a capability; root inside is the user.

@@ -15,6 +15,7 @@ only asks Slurm about job states.
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import json
 import os
@@ -36,9 +37,10 @@ from sh_jupyter.jupyterhub import jobs, usercli
 from sh_jupyter.launch import check_env
 from sh_jupyter.session import is_session_id
 from sh_jupyter.slurm.squeue_json import JobInfo
+from sh_jupyter.submitter.card import pending_words
 
 # What a user may choose per spawn (user_options, e.g. from an options form).
-USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus", "nodelist")
+USER_OPTIONS = ("cpus", "memory_gib", "walltime", "partition", "gpus", "nodelist", "image")
 
 # What the user-side CLI prints is the user's to shape (it reads files in their home), so the
 # hub checks every value before it passes one to squeue or routes its proxy to it.
@@ -113,6 +115,37 @@ def on_node(host: str, node: str) -> bool:
     return bool(mine) and bool(mine & addresses(node))
 
 
+def queue_message(view: JobInfo, now: float | None = None) -> str:
+    """The spawn page's line for a pending job: Slurm's reason and its start estimate."""
+    words = pending_words(view.reason)
+    why = f" ({view.reason}: {words})" if words and words != view.reason else \
+        (f" ({view.reason})" if words else "")
+    line = f"Queued: waiting in Slurm's queue{why}"
+    if view.start_time > 0:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(view.start_time))
+        left = view.start_time - (time.time() if now is None else now)
+        rel = "any moment now" if left <= 60 else f"in about {round(left / 60)} min"
+        line += f"; Slurm expects it to start at {stamp} ({rel})"
+    return line
+
+
+def image_form(spawner: SHJupyterSpawner) -> str:
+    """The options form: a choice among the site's images (none when it offers only one)."""
+    try:
+        images = config_mod.load(spawner.config_file or None).images
+    except UsageError as exc:
+        spawner.log.error("sh-jupyter config: %s", exc)
+        return ""
+    if len(images) < 2:
+        return ""
+    options = "".join(
+        f'<option value="{html.escape(i.name)}"{" selected" if n == 0 else ""}>'
+        f'{html.escape(i.name)}{" — " + html.escape(i.description) if i.description else ""}'
+        f'{" (needs GPUs)" if i.gpu else ""}</option>' for n, i in enumerate(images))
+    return ('<label for="sh-jupyter-image">Environment</label>'
+            f'<select class="form-control" id="sh-jupyter-image" name="image">{options}</select>')
+
+
 def _default_executable() -> str:
     """The sh-jupyter installed beside the hub's Python, else the one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "sh-jupyter")
@@ -174,6 +207,16 @@ class SHJupyterSpawner(Spawner):
         120.0, help="Seconds stop() waits for the cancelled job to end (its container removed "
         "and its epilog done).",
     ).tag(config=True)
+
+    @default("options_form")
+    def _default_options_form(self):
+        return image_form  # the site's images, when it offers more than one
+
+    def options_from_form(self, formdata: dict) -> dict:
+        """The image the user chose (checked against the site's list by `submit`, as the
+        user: a name not in it fails the spawn with the list)."""
+        chosen = (formdata.get("image") or [""])[0]
+        return {"image": chosen} if chosen else {}
 
     @default("env_keep")
     def _default_env_keep(self) -> list[str]:
@@ -337,7 +380,7 @@ class SHJupyterSpawner(Spawner):
         record of the job's node before the proxy is routed to it."""
         follower = await usercli.follow(cli, self.session_id)
         said: set[str] = set()  # the steps already reported
-        queue_reason = ""
+        queued: tuple = ()  # the pending reason and estimate (to the minute) last reported
         running: dict | None = None  # the Running card, until Slurm confirms its node
         try:
             while True:
@@ -372,9 +415,9 @@ class SHJupyterSpawner(Spawner):
                     raise self._ended(await self._final_card(cli, view))
                 if not isinstance(view, JobInfo):
                     continue  # unknown: the next look may know
-                if view.state == "PENDING" and view.reason and view.reason != queue_reason:
-                    queue_reason = view.reason
-                    self._event(10, f"Queued: waiting in Slurm's queue ({view.reason})")
+                if view.state == "PENDING" and (view.reason, view.start_time // 60) != queued:
+                    queued = (view.reason, view.start_time // 60)
+                    self._event(10, queue_message(view))
                 elif view.state == "RUNNING" and "job" not in said:
                     said.add("job")
                     self._event(40, f"Starting: job {self.job_id} runs on "

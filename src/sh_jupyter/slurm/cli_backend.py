@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 
 from sh_jupyter.errors import SchedulerUnavailable, SessionFailure, ShJupyterError
 from sh_jupyter.runner import NOT_FOUND, TIMED_OUT, Result, run
-from sh_jupyter.slurm import squeue
+from sh_jupyter.slurm import squeue, willrun
 from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.slurm.willrun import WillRun
 
 SLURM_TIMEOUT = 30
 
@@ -75,6 +76,16 @@ class SlurmCLI:
         if out.returncode != 0:
             raise SessionFailure(f"sbatch refused the job: {_one_line(out.stderr)}")
         return out.stdout.strip().split(";")[0]
+
+    def will_run(self, options: list[str], script: str) -> WillRun:
+        """When Slurm would start this job (`sbatch --test-only`: nothing is queued).
+        SchedulerUnavailable when Slurm gives neither an estimate nor a refusal."""
+        out = run_slurm(["sbatch", "--test-only", *self.cluster_args, *options, script],
+                        env=squeue_env(willrun.ENV), error=SchedulerUnavailable)
+        answer = willrun.parse(out.returncode, out.stderr)
+        if answer is None:
+            raise SchedulerUnavailable(f"sbatch --test-only gave no estimate: {out.why}")
+        return answer
 
     def _ask(self, job_ids: Iterable[str] = (), user: str | None = None) -> tuple[
             frozenset[str], list[JobInfo]]:

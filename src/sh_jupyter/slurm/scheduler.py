@@ -15,6 +15,7 @@ from typing import Protocol
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.slurm.cli_backend import SlurmCLI, run_slurm
 from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.slurm.willrun import WillRun
 
 
 class Scheduler(Protocol):
@@ -26,6 +27,7 @@ class Scheduler(Protocol):
     def states(self, job_ids: Iterable[str], user: str | None = None,
                ) -> dict[str, JobInfo | None]: ...
     def cancel(self, job_id: str) -> None: ...
+    def will_run(self, options: list[str], script: str) -> WillRun: ...
 
 
 def _slurm_version() -> str:

@@ -8,7 +8,7 @@ failed), the card shows the status file as last written and says the job state i
 
 from __future__ import annotations
 
-from sh_jupyter.session import Status, lab_url
+from sh_jupyter.session import Status, epoch_iso, lab_url
 from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
 
 # What a job state means for a session the supervisor could not report on itself.
@@ -24,6 +24,29 @@ _STATE_WORDS = {
     # lost its supervisor (killed) or could not write (a full home or quota).
     "FAILED": "the job ended without a report from its supervisor",
 }
+
+
+# What Slurm's commonest pending reasons mean for someone waiting for a session.
+_PENDING_WORDS = {
+    "Resources": "the CPUs, memory or GPUs asked for are in use by other jobs",
+    "Priority": "jobs of higher priority are ahead in the queue",
+    "Dependency": "the job waits for another job to finish",
+    "BeginTime": "the job was asked to start later",
+    "ReqNodeNotAvail": "a node the job needs is unavailable (down, drained or reserved)",
+    "PartitionTimeLimit": "the walltime exceeds the partition's limit: it will not start",
+    "JobHeldUser": "the job is held (scontrol release lets it run)",
+    "JobHeldAdmin": "the job is held by an administrator",
+    "QOSMaxCpuPerUserLimit": "you already use as many CPUs as your QOS allows",
+    "AssocGrpCpuLimit": "your group already uses as many CPUs as it may",
+    "Reservation": "the job waits for its reservation to start",
+}
+
+
+def pending_words(reason: str) -> str:
+    """Slurm's pending reason in words ("" for none); unknown codes are shown as they are."""
+    if reason in ("", "None"):
+        return ""
+    return _PENDING_WORDS.get(reason, reason)
 
 
 def ended_reason(state: str, phase: str) -> str:
@@ -66,6 +89,7 @@ def build(status: Status, job: JobView, now: float) -> dict:
         "cpus": status.cpus,
         "memory_gib": status.memory_gib,
         "gpus": status.gpus,
+        "image": status.image,
         "host": (known.node if known and known.node else status.host)
         if phase != "Queued" else "",
         "message": status.message if phase == "Running" else "",
@@ -74,6 +98,11 @@ def build(status: Status, job: JobView, now: float) -> dict:
         "job_state": job_state,  # Slurm's state, "gone", "unknown", or "" (no Slurm job)
         "scheduler_error": job.error if isinstance(job, Unknown) else "",
     }
+    if phase == "Queued":
+        # Slurm's own estimate (backfill's will-run test; none until it has looked): 0 and ""
+        # when there is none. The queue reason in words beside Slurm's code.
+        fields["expected_start"] = epoch_iso(known.start_time) if known else ""
+        fields["queue_reason"] = pending_words(known.reason) if known else ""
     if phase in ("Starting", "Running") and known and known.start_time and known.time_limit:
         fields["time_remaining"] = max(0, known.start_time + known.time_limit - int(now))
     else:

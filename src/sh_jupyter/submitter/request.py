@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from sh_jupyter.config import Config
+from sh_jupyter.config import Config, choose_image
 from sh_jupyter.durations import format_walltime, parse_walltime
 from sh_jupyter.errors import UsageError
 
@@ -27,6 +27,8 @@ class SessionRequest:
     cluster: str = ""
     gpus: int = 0
     nodelist: str = ""
+    image: str = ""  # a name from the site's list (config.images), never a reference
+    notify: bool = False  # mail the user when the session is ready, fails or nears its end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +48,8 @@ def _int(flag: str, text: str | int | None, default: int, lo: int, hi: int, what
 
 def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int | None = None,
              walltime: str | None = None, partition: str = "", cluster: str = "",
-             gpus: str | int | None = None, nodelist: str = "") -> SessionRequest:
+             gpus: str | int | None = None, *, nodelist: str = "", image: str | None = None,
+             notify: object = False) -> SessionRequest:
     """Check every field against the config; UsageError names the flag, value and limit."""
     cpus_v = _int("--cpus", cpus, cfg["limits.default_cpus"], 1, cfg["limits.max_cpus"], "CPUs")
     mem_v = _int("--memory", memory_gib, cfg["limits.default_memory_gib"], 1,
@@ -73,4 +76,13 @@ def validate(cfg: Config, cpus: str | int | None = None, memory_gib: str | int |
     if nodelist and (len(nodelist) > 1024 or not _NODELIST.match(nodelist)):
         raise UsageError("--nodelist", nodelist, "must be Slurm node names or ranges, e.g. "
                          "node1 or node[1-4],gpu01")
-    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, nodelist)
+    allowed = cfg["limits.partitions"]
+    if allowed and partition and partition not in allowed:
+        raise UsageError("--partition", partition, f"must be one of: {', '.join(allowed)} "
+                         "(limits.partitions)")
+    partition = partition or (allowed[0] if allowed else "")
+    chosen = choose_image(cfg, image, gpus_v)
+    if not isinstance(notify, bool):
+        raise UsageError("notify", notify, "must be true or false")
+    return SessionRequest(cpus_v, mem_v, wall, partition, cluster, gpus_v, nodelist, chosen.name,
+                          notify)

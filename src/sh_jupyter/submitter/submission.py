@@ -77,7 +77,7 @@ def submit(cfg: Config, req: SessionRequest, scheduler: Scheduler, user: str, ho
     write_env(session_dir, environment or {})
     status = Status(session_id=session_id, phase="Queued", created_at=now_iso(),
                     cpus=req.cpus, memory_gib=req.memory_gib, gpus=req.gpus,
-                    walltime=req.walltime,
+                    walltime=req.walltime, image=req.image,
                     connection_timeout=cfg["session.connection_timeout"])
     write_private(os.path.join(session_dir, STATUS_FILE), status.to_json())
     try:

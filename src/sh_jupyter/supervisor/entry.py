@@ -73,21 +73,21 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
     cpus = cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
     memory_gib = memory_gib or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
     on_timeout: Callable[[str], None] | None = None
-    walltime: Callable[[], int] | None = None
+    job_lookup = None
     if not local:
         from sh_jupyter.slurm.scheduler import get_scheduler
 
-        def walltime() -> int:
-            """The card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives
-            the job no SLURM_JOB_END_TIME): asked once JupyterLab runs, off the path to it."""
-            job = get_scheduler().job(job_id)
-            return job.time_limit if job and job.time_limit else 0
+        def job_lookup():
+            """The job's start and time limit: its end for the walltime notices, and the
+            card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives the
+            job no SLURM_JOB_END_TIME)."""
+            return get_scheduler().job(job_id)
 
         def on_timeout(_reason: str) -> None:  # the app's promise: the job cancels itself
             get_scheduler().cancel(job_id)
     req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
                      uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
-                     memory_gib=memory_gib, walltime_lookup=walltime, job_env=env,
+                     memory_gib=memory_gib, job_lookup=job_lookup, job_env=env,
                      on_timeout=on_timeout)
     if given:
         req = replace(req, launch=options, extra_env=extra_env)

@@ -23,6 +23,7 @@ from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
 from sh_jupyter.session import STATUS_FILE, Status, connect_host, container_name, now_iso
 from sh_jupyter.supervisor import follow
+from sh_jupyter.supervisor.jobclock import JobClock
 from sh_jupyter.supervisor.phase import RunRequest, api_error
 from sh_jupyter.supervisor.podman_service import PodmanService
 from sh_jupyter.supervisor.start import Starting
@@ -65,6 +66,9 @@ class Supervisor(Starting, Watching, TearingDown):
         self.start_clock = 0.0  # when the container was started: the connection timeout's zero
         self.podman_version = ""  # the API service's; decides podman.network = "auto"
         self.have_pasta = False
+        self.site_image = cfg.images[0]  # until request.json names the session's
+        self.clock = JobClock(None)  # run() asks Slurm in the background
+        self.notices = req.notify
         self.status = Status(session_id=req.session_id, job_id=req.job_id)
         self.save_error = ""
         self.conmon_lost = False
@@ -83,6 +87,7 @@ class Supervisor(Starting, Watching, TearingDown):
             created_at=prev.created_at or now_iso(), started_at=now_iso(), host=self.host,
             container=self.name, cpus=self.req.cpus, gpus=gpu.allocated_count(self.req.job_env),
             memory_gib=self.req.memory_gib, walltime=self.req.walltime or prev.walltime,
+            image=prev.image,
             connection_timeout=self.cfg["session.connection_timeout"],
         )
 
@@ -91,6 +96,7 @@ class Supervisor(Starting, Watching, TearingDown):
         """Run the session; returns the process exit status."""
         ensure_private_dir(self.req.session_dir, self.req.uid)
         self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.clock = JobClock(self.req.job_lookup)  # squeue in a thread, beside the service
         early: SessionFailure | None = None
         try:  # first of all: the API service boots (~50 ms) while everything else gets ready
             choice = self._start_service()
@@ -113,6 +119,10 @@ class Supervisor(Starting, Watching, TearingDown):
         if not removed:
             self._save(self.status.fail(f"container {self.name} could not be removed"))
             code = EXIT_SESSION_FAILED
+        if self.status.failed and not self.stop_signal:
+            # After the teardown: a slow mail system must not hold the container up. A cancel
+            # or the walltime's end (a signal) is no failure.
+            self._notify("failed", self.status.reason)
         if self.timed_out and self.req.on_timeout:
             say("cancelling the job: JupyterLab did not become available in time")
             self.req.on_timeout(self.status.reason)

@@ -11,10 +11,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from sh_jupyter.config import Config
+from sh_jupyter.config import Config, SiteImage
 from sh_jupyter.container.spec import AUTH_FILE, HostMount
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import write_private
@@ -22,7 +22,9 @@ from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
 from sh_jupyter.session import STATUS_FILE, Status, resolve_base_url
-from sh_jupyter.supervisor import follow
+from sh_jupyter.slurm.jobs import JobInfo
+from sh_jupyter.supervisor import follow, notify
+from sh_jupyter.supervisor.jobclock import JobClock
 from sh_jupyter.supervisor.podman_service import PodmanService
 
 
@@ -53,13 +55,17 @@ class RunRequest:
     cpus: int = 0
     memory_gib: int = 0
     walltime: int = 0
-    walltime_lookup: Callable[[], int] | None = None  # asked after Running when walltime is 0
+    # The job as Slurm sees it (its time limit and start, so its end), asked in a thread at
+    # the start; None without a Slurm job.
+    job_lookup: Callable[[], JobInfo | None] | None = None
     job_env: Mapping[str, str] = field(default_factory=dict)
     on_timeout: Callable[[str], None] | None = None  # Slurm mode: the job cancels itself
     # A launcher already inside the job (api.run) gives its options and secrets here, in
     # memory; None: they come from request.json and the launcher's env file, if any.
     launch: LaunchOptions | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""  # a site image's name; "": request.json's, else the site's default
+    notify: bool = False  # mail notices (also when request.json or the portal asks for them)
 
 
 
@@ -89,6 +95,9 @@ class Phase:
     start_clock: float
     podman_version: str
     have_pasta: bool
+    site_image: SiteImage
+    clock: JobClock
+    notices: bool  # the user asked for e-mail notices
     status: Status
     save_error: str  # why status.json could not be written last time ("" when it could)
     conmon_lost: bool  # conmon died and the container's init is followed instead
@@ -108,6 +117,15 @@ class Phase:
     def _base(self, port: int) -> str:
         return resolve_base_url(self.launch.base_url or self.cfg["image.base_url"], self.host,
                                 port)
+
+    def _notify(self, event: str, detail: str = "") -> None:
+        """One opted-in notice (ready, failed, walltime); never more than one of each."""
+        sent = self.status.extra.get("notices", [])
+        if not self.notices or event in sent:
+            return
+        notify.send(self.cfg, self.req.user, self.status, event, detail)
+        self._save(replace(self.status, extra={**self.status.extra,
+                                               "notices": [*sent, event]}))
 
     @property
     def stop_signal(self) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sh_jupyter import gpu, launch
-from sh_jupyter.container import cgroups, exits, oci_runtime, podman_args
+from sh_jupyter.config import choose_image
+from sh_jupyter.container import cgroups, exits, guard, oci_runtime, podman_args
 from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import (
     AUTH_FILE,
@@ -41,6 +42,11 @@ from sh_jupyter.supervisor.netns import NETWORK_HELPERS, helper_alive, helper_go
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import PodmanService, podman_env
 
+# How a portal's job names the site image and asks for notices (the OOD app's script
+# exports them).
+IMAGE_ENV = "SH_JUPYTER_SESSION_IMAGE"
+NOTIFY_ENV = "SH_JUPYTER_SESSION_NOTIFY"
+
 
 def job_ulimits() -> tuple[tuple[str, int, int], ...]:
     """The job's own open-files limit, handed to the container as it is.
@@ -64,16 +70,47 @@ class Starting(Phase):
         if self.req.launch is not None:
             self.launch = self.req.launch
             self.extra_env.update(self.req.extra_env)
-        else:
-            text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
-            try:
-                data = json.loads(text) if text else {}
-                self.launch = launch.from_dict(data.get("launch") if isinstance(data, dict)
-                                               else {})
-            except (ValueError, UsageError) as exc:
-                raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        text = read_text(os.path.join(self.req.session_dir, REQUEST_FILE))
+        try:
+            data = json.loads(text) if text else {}
+            data = data if isinstance(data, dict) else {}
+            if self.req.launch is None:
+                self.launch = launch.from_dict(data.get("launch"))
+        except (ValueError, UsageError) as exc:
+            raise SessionFailure(f"{REQUEST_FILE}: {exc}") from None
+        self._choose_image(self.req.image or data.get("image")
+                           or self.req.job_env.get(IMAGE_ENV, ""))
+        self.notices = self.req.notify or data.get("notify") is True \
+            or self.req.job_env.get(NOTIFY_ENV) == "1"
         if self.launch.command:
             say(f"launcher command: {' '.join(self.launch.command)} (auth: {self.launch.auth})")
+
+    def _guard_config(self, job_end: int) -> str:
+        """The walltime guard's page config for this job's end, in the session directory
+        ("": no known end, or no guard installed with this sh-jupyter)."""
+        if not job_end or not os.path.isdir(guard.LABEXTENSION_DIR):
+            return ""
+        path = os.path.join(self.req.session_dir, guard.CONFIG_DIR)
+        try:
+            ensure_user_dir(os.path.dirname(os.path.join(path, guard.PAGE_CONFIG)))
+            write_private(os.path.join(path, guard.PAGE_CONFIG),
+                          guard.page_config(self.cfg, job_end))
+        except OSError as exc:  # a full home or quota: the session runs without the guard
+            say(f"warning: no walltime guard (could not write its page config in {path}: "
+                f"{exc.strerror or exc})")
+            return ""
+        return path
+
+    def _choose_image(self, name: object) -> None:
+        """The site image by name, checked again here: request.json is the user's file, and
+        only the site's list may name what runs."""
+        try:
+            self.site_image = choose_image(self.cfg, name,
+                                           gpu.allocated_count(self.req.job_env))
+        except UsageError as exc:
+            raise SessionFailure(f"image {name!r}: {exc.allowed}") from None
+        self._save(replace(self.status, image=self.site_image.name))
+        say(f"image: {self.site_image.name} ({self.site_image.reference})")
 
     def _start_service(self) -> oci_runtime.Choice:
         """Choose the OCI runtime and start this session's Podman API service (not waiting)."""
@@ -171,6 +208,8 @@ class Starting(Phase):
                 "limits)" + ("; podman.limits = \"always\" has no cgroup to apply to"
                              if cfg["podman.limits"] == "always" else ""))
         gpus = gpu.for_job(cfg, self.req.job_env)  # exactly the job's GPUs, or SessionFailure
+        job_end = self.clock.end()
+        guard_config = self._guard_config(job_end)
         tried = []
         for port in ports.candidates(cfg["network.port_min"], cfg["network.port_max"],
                                      cfg["network.port_attempts"]):
@@ -181,7 +220,9 @@ class Starting(Phase):
                                  self._base(port), job_ulimits(), self.keep_groups,
                                  self.launch.command, self.extra_env, self.podman_version,
                                  self.have_pasta, auth_dir=self.auth_dir,
-                                 cgroup_v2=self.cgroup_v2)
+                                 cgroup_v2=self.cgroup_v2, image=self.site_image.reference,
+                                 image_name=self.site_image.name, job_end=job_end,
+                                 guard_config=guard_config)
             kwargs = create_kwargs(cfg, facts, self.req.job_env, self.mounts, self.present,
                                    gpus)
             self.start_clock = time.monotonic()
@@ -293,6 +334,7 @@ class Starting(Phase):
         say(f"{message}; ready in {took:.1f} s")
         say(f"connect: {lab_url(self.host, port, self._base(port))} "
             f"(password in {CONNECTION_FILE})")
-        if not self.status.walltime and self.req.walltime_lookup:
-            with contextlib.suppress(SessionFailure):  # the card only lacks Time Requested
-                self._save(replace(self.status, walltime=self.req.walltime_lookup()))
+        info = self.clock.info()
+        if not self.status.walltime and info is not None and info.time_limit:
+            self._save(replace(self.status, walltime=info.time_limit))
+        self._notify("ready")

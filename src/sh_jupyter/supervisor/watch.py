@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -34,7 +35,8 @@ class Watching(Phase):
                                              else interval)
             while not (self.stop_signal or self.watch.gone()) \
                     and time.monotonic() < next_check:
-                follow.wait(self.watch, self.signals, next_check - time.monotonic())
+                wake = min(next_check, self._walltime_tick())
+                follow.wait(self.watch, self.signals, max(0.0, wake - time.monotonic()))
             if self.stop_signal or self.watch.gone():
                 code = self._ended()
                 if code is not None:
@@ -61,6 +63,21 @@ class Watching(Phase):
                 say(f"JupyterLab is idle: {reason}")
                 self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
                 return 0
+
+    def _walltime_tick(self) -> float:
+        """Mail the opted-in walltime notice when it is due; the monotonic time of the next
+        one (infinity when none is left). JupyterLab's own notices and the save before the
+        end are the image's walltime guard's, from the job's end in its environment."""
+        end, ahead = self.clock.end(timeout=0), self.cfg["walltime.first_warning"]
+        if not (self.notices and end and ahead) or "walltime" in \
+                self.status.extra.get("notices", []):
+            return math.inf
+        due = end - ahead
+        now = time.time()
+        if now >= due:
+            self._notify("walltime", str(max(0, int(end - now))))
+            return math.inf
+        return time.monotonic() + (due - now)
 
     def _what_is_dead(self) -> str:
         """What a session that stopped answering lost, for the card's one line."""

@@ -154,10 +154,13 @@ def _network_helpers(uid: int, netns: str) -> list[int]:
             and any(netns in a for a in _argv(pid))]
 
 
+def _is_pause(argv: list[str]) -> bool:
+    return bool(argv) and argv[0].split("/")[-1] == "catatonit" and "-P" in argv
+
+
 def _pause_processes(uid: int) -> list[int]:
-    return [pid for pid in _procs_of(uid)
-            if _argv(pid)[:2] == ["catatonit", "-P"]
-            or (_argv(pid) and _argv(pid)[0].endswith("/catatonit") and "-P" in _argv(pid))]
+    # Each process's argv is read once: one that exits between two reads must not count.
+    return [pid for pid in _procs_of(uid) if _is_pause(_argv(pid))]
 
 
 def _api_services(uid: int, sid: str) -> list[int]:

@@ -25,12 +25,17 @@ PORTS = "[network]\nport_min = 32000\nport_max = 32999\n"
 SESSIONS_REL = "ondemand/data/sys/dashboard/batch_connect/sys/jupyter_app/output"
 
 # The wrapper: logs argv and answer (stdout) of each call, then answers as squeue did.
+# One call's ARGV and OUT lines are written together under a lock: the supervisor's own
+# squeue (the job's end time) may run while the CLI's does, and their lines must not interleave.
 LOGGING_SQUEUE = """#!/bin/bash
 log="$(dirname -- "$0")/log"
-printf 'ARGV %s\\n' "$*" >>"$log"
 out="$(/usr/bin/squeue "$@")"
 rc=$?
-printf '%s\\n' "$out" | sed 's/^/OUT /' >>"$log"
+{
+    /usr/bin/flock 9
+    printf 'ARGV %s\\n' "$*"
+    printf '%s\\n' "$out" | sed 's/^/OUT /'
+} 9>>"$log" >>"$log"
 [[ -n "$out" ]] && printf '%s\\n' "$out"
 exit $rc
 """

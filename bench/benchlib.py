@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -78,15 +78,17 @@ def ratio(value: float | None, floor: float | None) -> str:
 
 
 def series_rows(series: Sequence[Series], floor: Series | None,
-                targets: dict[str, str] | None = None) -> list[list[str]]:
+                targets: dict[str, str] | None = None, unit: str = "s",
+                digits: int = 3) -> list[list[str]]:
     """Rows: variant, ok, median, min, max, ratio of medians to the floor, target."""
     rows = []
     base = floor.median() if floor else None
     for s in series:
         values = s.values
-        rows.append([s.name, s.ok, fmt(s.median()), fmt(min(values) if values else None),
-                     fmt(max(values) if values else None), ratio(s.median(), base),
-                     (targets or {}).get(s.name, "")])
+        rows.append([s.name, s.ok, fmt(s.median(), unit, digits),
+                     fmt(min(values) if values else None, unit, digits),
+                     fmt(max(values) if values else None, unit, digits),
+                     ratio(s.median(), base), (targets or {}).get(s.name, "")])
     return rows
 
 
@@ -107,6 +109,13 @@ def say(line: str) -> None:
     """Progress goes to stderr; stdout carries only the Markdown result."""
     sys.stderr.write(f"{time.strftime('%H:%M:%S')} {line}\n")
     sys.stderr.flush()
+
+
+def round_line(named: dict[str, Series], unit: str = "s", digits: int = 2) -> str:
+    """One progress line after a round: each series' latest figure ("  ours 3.47 s, ..."),
+    leaving out the series that have none yet."""
+    return "  " + ", ".join(f"{label} {s.values[-1]:.{digits}f} {unit}".rstrip()
+                            for label, s in named.items() if s.values)
 
 
 def _cmd(argv: list[str]) -> str:
@@ -189,6 +198,99 @@ def children(pid: int) -> list[int]:
             with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
                 kids += [int(p) for p in fh.read().split()]
     return kids
+
+
+def tree(root: int) -> set[int]:
+    """The process and all its descendants."""
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo += children(pid)
+    return out
+
+
+def parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+
+
+def argv_of(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def job_pids(job_id: str) -> set[int]:
+    """Every process of a Slurm job on this node, as Slurm tracks them: those in the job's
+    cgroup (proctrack/cgroup, cgroup v1 or v2: a path component `job_ID` in /proc/PID/cgroup,
+    read as root, so relative to the host's cgroup root; a rootless container stays in the
+    job's cgroup), else what `scontrol listpids ID` names (any proctrack plugin)."""
+    pids = set()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cgroup", encoding="utf-8", errors="replace") as fh:
+                if in_job_cgroup(fh.read(), job_id):
+                    pids.add(int(name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    if pids:
+        return pids
+    try:
+        out = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True,
+                             timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return listed_pids(out)
+
+
+def in_job_cgroup(proc_cgroup: str, job_id: str) -> bool:
+    """Whether /proc/PID/cgroup text puts the process in the job's cgroup in any hierarchy
+    (v1 `.../slurm/uid_U/job_ID/step_S/...`, v2 `.../slurmstepd.scope/job_ID/...`)."""
+    mark = re.compile(rf"/job_{re.escape(job_id)}(/|$)")
+    return any(mark.search(line.split(":", 2)[-1]) for line in proc_cgroup.splitlines())
+
+
+def listed_pids(listpids: str) -> set[int]:
+    """The pids of `scontrol listpids` output (a header, then `PID JOBID STEPID ...` lines)."""
+    return {int(line.split()[0]) for line in listpids.splitlines()
+            if line.split() and line.split()[0].isdigit()}
+
+
+def slurmstepd_pids(job_id: str) -> set[int]:
+    """The job's slurmstepd processes (root's, one per step: `slurmstepd: [ID.batch]`)."""
+    title = f"slurmstepd: [{job_id}."
+    return {int(name) for name in filter(str.isdigit, os.listdir("/proc"))
+            if cmdline(int(name)).startswith(title)}
+
+
+def rss_mb(pids: Iterable[int]) -> dict[int, float]:
+    """Resident memory of each process (psutil; MB of 2**20 bytes, as overhead.py), read once;
+    a process gone meanwhile is left out."""
+    import psutil
+
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            out[pid] = psutil.Process(pid).memory_info().rss / 2**20
+    return out
+
+
+def real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+    return None
 
 
 def cmdline(pid: int) -> str:

@@ -41,16 +41,6 @@ def user_pids(uid: int) -> list[int]:
     return pids
 
 
-def tree(root: int) -> set[int]:
-    out, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in out:
-            out.add(pid)
-            todo += bl.children(pid)
-    return out
-
-
 def container_init(user: str, name: str) -> int:
     out = bed_podman(user, "inspect", "--format", "{{.State.Pid}}", name)
     return int(out.strip())
@@ -86,13 +76,13 @@ def measure(idle: float) -> tuple[list[list[str]], float, float, str]:
     try:
         name = f"epcc-ces-jupyter-{subs[0]['session_id']}"
         time.sleep(2)  # let the start settle (the API service is stopped right after Running)
-        lab = tree(container_init(USER, name))
+        lab = bl.tree(container_init(USER, name))
         ours = [p for p in user_pids(uid) if p not in lab]
         cpu0 = {p: bl.cpu_seconds(p) for p in ours}
         bl.say(f"  idle session {subs[0]['session_id'][:8]}: sampling {len(ours)} processes "
                f"over {idle:.0f} s")
         time.sleep(idle)
-        now = set(user_pids(uid)) - tree(container_init(USER, name))
+        now = set(user_pids(uid)) - bl.tree(container_init(USER, name))
         rows, cpu_total, rss_total = [], 0.0, 0.0
         for pid in sorted(set(ours) | now):
             start, end = cpu0.get(pid) or 0.0, bl.cpu_seconds(pid)

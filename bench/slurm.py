@@ -305,8 +305,7 @@ def main() -> int:
         say(f"run {i + 1}")
         for name in bl.rotated(list(steps), i):
             steps[name]()
-        say("  " + ", ".join(f"{s.name.split(' ')[0]} {s.values[-1]:.2f} s"
-                             for s in (ready, local, gone) if s.values))
+        say(bl.round_line({s.name.split(" ")[0]: s for s in (ready, local, gone)}))
     say("hooks")
     hooks = run_hooks(args.runs)
     say("burst")

@@ -272,7 +272,7 @@ class ClusterHub(hub_bed.Hub):
             log.close()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the hub owns it while it runs
         self.proc = popen_on("login", ["sh", "-c", f"cd {self.workdir} && exec "
-                                          f"{hub_bed.JUPYTERHUB} -f {self.config}"],
+                                          f"{self.jupyterhub} -f {self.config}"],
                                 env=self._env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

@@ -32,6 +32,8 @@ import bed
 HUB_ENV = "/var/lib/sh-jupyter-testbed/hub.env"
 JUPYTERHUB = f"{bed.VENV}/bin/jupyterhub"
 PASSWORD_FIELD = "HUB_PASSWORD"
+# What each server's job asks Slurm for (bench/peer.py gives batchspawner the same).
+CPUS, MEMORY_GIB, WALLTIME = 1, 1, "30"
 
 
 def hub_env() -> dict[str, str]:
@@ -110,11 +112,14 @@ exec /usr/bin/squeue "$@"
 @dataclass
 class Hub:
     """configurable-http-proxy plus JupyterHub with the sh-jupyter spawner, in a root-only
-    directory (config, database, cookie secret, logs)."""
+    directory (config, database, cookie secret, logs). Another spawner: a subclass with its
+    own `_spawner_config()` (and `jupyterhub`, the hub command of the venv that has it)."""
 
     site_config: str
     poll_interval: int = 5
     extra_config: str = ""
+    jupyterhub: str = JUPYTERHUB
+    log_level: str = "DEBUG"
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="shj-hub-"))
     host: str = field(default_factory=host_address)
     public_port: int = field(default_factory=free_port)
@@ -150,10 +155,14 @@ class Hub:
         return f"http://{self.host}:{self.hub_port}"
 
     def _config(self) -> str:
+        return f"{self._common_config()}{self._spawner_config()}{self.extra_config}\n"
+
+    def _common_config(self) -> str:
+        """Everything but the spawner: authenticator, ports, proxy, database, the tests'
+        service and its token, the poll interval."""
         users = list(bed.USERS)
         return f"""# Written by tests/hub_bed.py
 c = get_config()  # noqa: F821
-c.JupyterHub.spawner_class = "sh-jupyter"
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {self.password!r}
 c.Authenticator.allowed_users = set({users!r})
@@ -161,7 +170,6 @@ c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {self.public_port}
 c.JupyterHub.hub_bind_url = {self.hub_url!r}
 c.JupyterHub.hub_connect_url = {self.hub_url!r}
-c.Spawner.hub_connect_url = "http://{connect_host(self.host)}:{self.hub_port}"  # from containers
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.JupyterHub.cleanup_servers = False
@@ -170,25 +178,29 @@ c.JupyterHub.cleanup_servers = False
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{self.workdir}/jupyterhub_cookie_secret"
-c.JupyterHub.log_level = "DEBUG"
+c.JupyterHub.log_level = {self.log_level!r}
 c.JupyterHub.services = [{{"name": "tester", "api_token": {self.token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
     "scopes": ["admin:users", "admin:servers", "admin:server_state", "read:servers",
                "access:servers", "read:users"]}}]
 c.Spawner.poll_interval = {self.poll_interval}
 c.Spawner.poll_jitter = 0
+"""
+
+    def _spawner_config(self) -> str:
+        return f"""c.JupyterHub.spawner_class = "sh-jupyter"
+c.Spawner.hub_connect_url = "http://{connect_host(self.host)}:{self.hub_port}"  # from containers
 c.SHJupyterSpawner.config_file = {self.site_config!r}
-c.SHJupyterSpawner.req_cpus = 1
-c.SHJupyterSpawner.req_memory_gib = 1
-c.SHJupyterSpawner.req_walltime = "30"
+c.SHJupyterSpawner.req_cpus = {CPUS}
+c.SHJupyterSpawner.req_memory_gib = {MEMORY_GIB}
+c.SHJupyterSpawner.req_walltime = {WALLTIME!r}
 c.SHJupyterSpawner.start_timeout = 180
 c.SHJupyterSpawner.http_timeout = 60
-{self.extra_config}
 """
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": f"{self.shim_dir}:{bed.VENV}/bin:/usr/local/sbin:/usr/local/bin:"
-                        "/usr/sbin:/usr/bin:/sbin:/bin",
+        return {"PATH": f"{self.shim_dir}:{os.path.dirname(self.jupyterhub)}:/usr/local/sbin:"
+                        "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "LANG": "C.UTF-8", "HOME": "/root", "SLURM_CONF": bed.SLURM_CONF,
                 "CONFIGPROXY_AUTH_TOKEN": self.proxy_token}
 
@@ -205,7 +217,7 @@ c.SHJupyterSpawner.http_timeout = 60
                 env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
             log.close()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the hub owns it while it runs
-        self.proc = subprocess.Popen([JUPYTERHUB, "-f", self.config], env=self._env(),
+        self.proc = subprocess.Popen([self.jupyterhub, "-f", self.config], env=self._env(),
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      start_new_session=True)
         log.close()

@@ -20,6 +20,7 @@ from sh_jupyter.jupyterhub import SHJupyterSpawner, jobs, usercli
 from sh_jupyter.jupyterhub import spawner as spawner_mod
 from sh_jupyter.jupyterhub.spawner import check_host, on_node, route_target
 from sh_jupyter.slurm.squeue_json import JobInfo
+from sh_jupyter.slurm.watcher import Backoff, JobWatcher
 
 TOKEN = "hub-api-token-4fJq9x"
 SID = "0b7e4c1a-3f2d-4e5a-9b8c-1d2e3f4a5b6c"
@@ -38,6 +39,8 @@ class Script:
         self.views: list[object] = []
         self.status_card = {"status": "Completed", "failed": True, "reason": ""}
         self.watched: set[str] = set()
+        self.hurried: set[str] = set()
+        self.hurries = 0
 
     async def call(self, cli, *args, stdin=None, timeout=120):
         self.calls.append((cli.argv(*args), stdin))
@@ -69,6 +72,17 @@ class Script:
 
     def forget(self, job_id):
         self.watched.discard(job_id)
+        self.hurried.discard(job_id)
+
+    def hurry(self, job_id, interval=0.1):
+        self.hurried.add(job_id)
+        self.hurries += 1
+
+    def calm(self, job_id):
+        self.hurried.discard(job_id)
+
+    def seconds_to_next(self):
+        return 0.0
 
     def commands(self) -> list[str]:
         return [argv[argv.index("--") + 2] if "--" in argv else argv[0]
@@ -423,3 +437,93 @@ def test_a_running_job_without_a_node_fails_the_spawn(spawner, script):
     script.views = [job("RUNNING")]
     with pytest.raises(SpawnException, match="Slurm names no node for job 4711"):
         run(spawner.start())
+
+
+# --- no fixed waits: Slurm is asked at once, then every 0.1 s, when a change is expected -----
+
+class Slurm:
+    """The Slurm access layer under a real JobWatcher: answers states() from a script of
+    views per call (the last one repeats) and records when each call came."""
+
+    name = "fake"
+
+    def __init__(self, *views) -> None:
+        self.views = list(views)
+        self.at: list[float] = []
+
+    def states(self, job_ids, user=None):
+        self.at.append(time.monotonic())
+        view = self.views.pop(0) if len(self.views) > 1 else self.views[0]
+        return {i: view for i in job_ids}
+
+
+def slow_watcher(monkeypatch, slurm: Slurm) -> JobWatcher:
+    """A shared poller that, left to its own pace, would next ask Slurm 30 s from now."""
+    watcher = JobWatcher(slurm, Backoff(30.0, 1.0, 30.0))
+    monkeypatch.setattr(jobs, "shared", lambda cluster="": watcher)
+    return watcher
+
+
+def test_a_running_card_makes_the_poller_ask_slurm_at_once(spawner, script, monkeypatch):
+    """The poller last saw the job PENDING and would not look again for 30 s: the Running
+    card makes it ask Slurm at once, and the spawn is routed as soon as Slurm names the node
+    (not at the poller's next tick, nor after a check_interval of its own)."""
+    slurm = Slurm(job("PENDING", reason="Priority"), job("RUNNING", node="node7"))
+    watcher = slow_watcher(monkeypatch, slurm)
+    spawner.check_interval = 5.0
+    script.cards = [running_card("http://node7:24680/user/root/lab")]
+    t0 = time.monotonic()
+    assert run(spawner.start()) == "http://node7:24680"
+    assert time.monotonic() - t0 < 2.0
+    assert len(slurm.at) == 2  # the poller's first look, then the hurried one at once
+    assert watcher._hurried == {}  # calmed: the poller backs off again
+
+
+def test_the_route_is_confirmed_without_a_second_look_when_the_poller_knows(
+        spawner, script, monkeypatch):
+    slurm = Slurm(job("RUNNING", node="node7"))
+    slow_watcher(monkeypatch, slurm)
+    script.cards = [False, running_card("http://node7:24680/user/root/lab")]
+    assert run(spawner.start()) == "http://node7:24680"
+    assert len(slurm.at) == 1  # the look before the card already named the node
+
+
+def test_a_hurried_look_that_still_lacks_the_node_is_repeated_every_tenth_of_a_second(
+        spawner, script, monkeypatch):
+    slurm = Slurm(job("PENDING"), job("PENDING"), job("PENDING"), job("RUNNING", node="node7"))
+    slow_watcher(monkeypatch, slurm)
+    spawner.check_interval = 5.0
+    script.cards = [running_card("http://node7:24680/user/root/lab")]
+    assert run(spawner.start()) == "http://node7:24680"
+    gaps = [b - a for a, b in zip(slurm.at[1:], slurm.at[2:])]
+    assert len(slurm.at) == 4 and all(0.08 <= g < 1.0 for g in gaps), gaps
+
+
+def test_stop_polls_slurm_every_tenth_of_a_second_until_the_job_is_gone(
+        spawner, script, monkeypatch):
+    """After scancel the job is asked about at once and then every 0.1 s (not at the
+    poller's backed-off pace, here 30 s) until Slurm no longer lists it as active."""
+    slurm = Slurm(job("RUNNING", node="node7"), job("COMPLETING"), job("COMPLETING"),
+                  job("CANCELLED"))
+    watcher = slow_watcher(monkeypatch, slurm)
+    spawner.check_interval = 5.0
+    spawner.load_state({"job_id": "4711", "session_id": SID})
+    watcher.watch("4711", "root")
+    watcher.view("4711")  # the poller has looked just now: the next look is 30 s away
+    t0 = time.monotonic()
+    run(spawner.stop())
+    took = time.monotonic() - t0
+    assert script.commands() == ["cancel"]
+    assert len(slurm.at) == 4 and took < 2.0
+    gaps = [b - a for a, b in zip(slurm.at[1:], slurm.at[2:])]
+    assert all(0.08 <= g < 1.0 for g in gaps), gaps  # paced, never a busy loop
+    assert "4711" not in watcher._users and watcher._hurried == {}
+
+
+def test_stop_now_does_not_wait_for_the_job(spawner, script, monkeypatch):
+    slurm = Slurm(job("RUNNING", node="node7"))
+    watcher = slow_watcher(monkeypatch, slurm)
+    spawner.load_state({"job_id": "4711", "session_id": SID})
+    run(spawner.stop(now=True))
+    assert script.commands() == ["cancel"] and slurm.at == []
+    assert watcher._hurried == {}

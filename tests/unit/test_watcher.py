@@ -129,3 +129,59 @@ def test_concurrent_callers_in_one_interval_share_one_call():
         t.join()
     assert len(slurm.calls) == 1 and w.calls == 1
     assert got == {str(i): job(str(i)) for i in range(50)}
+
+
+def test_a_hurried_job_is_asked_about_at_once_then_every_tenth_of_a_second(setup):
+    slurm, clock, w = setup
+    slurm.queue = {"1": job("1", "RUNNING"), "2": job("2")}
+    w.watch("1", "alice")
+    w.watch("2", "alice")
+    w.view("1")
+    for _ in range(3):  # quiet: backing off to the cap
+        clock.now += w.seconds_to_next()
+        w.view("1")
+    assert w.seconds_to_next() == 4.0 and len(slurm.calls) == 4
+    w.hurry("1")
+    assert w.seconds_to_next() == 0
+    w.view("2")  # any caller's view asks at once, for every watched job
+    assert len(slurm.calls) == 5 and w.seconds_to_next() == pytest.approx(0.1)
+    w.hurry("1")  # already hurried: no extra call
+    w.view("1")
+    assert len(slurm.calls) == 5
+    for _ in range(3):
+        clock.now += 0.1
+        w.view("1")
+    assert len(slurm.calls) == 8 and w.seconds_to_next() == pytest.approx(0.1)
+    w.calm("1")
+    clock.now += 0.1
+    w.view("1")
+    assert w.seconds_to_next() == 4.0  # backed off again: the quiet stretch counted on
+
+
+def test_a_failing_squeue_backs_off_even_for_a_hurried_job(setup):
+    slurm, clock, w = setup
+    w.watch("1")
+    w.hurry("1")
+    slurm.fail = "squeue failed (exit 1): Unable to contact slurm controller"
+    w.view("1")
+    assert w.seconds_to_next() == 1.0  # 0.5 -> 1.0: backing off, not every 0.1 s
+    slurm.fail = ""
+    slurm.queue = {"1": job("1", "RUNNING")}
+    clock.now += 1.0
+    assert w.view("1").state == "RUNNING" and w.seconds_to_next() == pytest.approx(0.1)
+
+
+def test_forget_ends_the_hurry_and_an_unwatched_hurry_changes_no_pace(setup):
+    slurm, clock, w = setup
+    slurm.queue = {"1": job("1")}
+    w.watch("1")
+    w.hurry("1", interval=0.2)
+    w.view("1")
+    assert w.seconds_to_next() == pytest.approx(0.2)
+    w.forget("1")
+    w.watch("2")
+    w.hurry("ghost")  # never watched: not asked about, and no reason to hurry the others
+    w.view("2")
+    clock.now += 0.5
+    w.view("2")
+    assert w.seconds_to_next() == 1.0

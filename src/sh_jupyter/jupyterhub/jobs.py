@@ -1,4 +1,5 @@
-"""Where the spawner learns its job's state: one small seam (watch, view, forget).
+"""Where the spawner learns its job's state: one small seam (watch, view, forget; hurry and
+calm while it expects a change soon, seconds_to_next to pace its own looks).
 
 Why a seam: every spawner of a hub asks about its own job, and a hub has hundreds; the process's
 one JobWatcher (sh_jupyter.slurm.watcher) asks Slurm once per interval for all of them (batchspawner

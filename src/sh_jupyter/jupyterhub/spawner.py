@@ -240,6 +240,7 @@ class SHJupyterSpawner(Spawner):
         self._ports = (0, -1)  # the site's session ports, read at each start
         self._events: list[dict] = []
         self._news = asyncio.Event()
+        self._next_look = 0.0  # seconds until the poller's next squeue, as of the last look
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
@@ -270,15 +271,38 @@ class SHJupyterSpawner(Spawner):
     def _jobs(self) -> jobs.JobStates:
         return jobs.shared(self.req_cluster)
 
-    async def _view(self) -> jobs.JobView:
-        """The job's state from the shared poller; anything going wrong is "unknown"."""
-        states = self._jobs()
+    async def _view(self, hurry: bool = False) -> jobs.JobView:
+        """The job's state from the shared poller; anything going wrong is "unknown".
+
+        `hurry`: the poller asks Slurm at once and then every 0.1 s until the job is calmed or
+        forgotten (a change is expected soon). Every call to the poller runs in a thread: one
+        may wait for another spawner's squeue in progress. Afterwards `_next_look` holds the
+        seconds until the poller's next squeue."""
+        states, job_id, user = self._jobs(), self.job_id, self.user.name
+
+        def look() -> jobs.JobView:
+            states.watch(job_id, user)
+            if hurry:
+                states.hurry(job_id)
+            view = states.view(job_id)
+            self._next_look = states.seconds_to_next()
+            return view
         try:
-            states.watch(self.job_id, self.user.name)
-            return await asyncio.get_running_loop().run_in_executor(None, states.view,
-                                                                    self.job_id)
+            return await asyncio.get_running_loop().run_in_executor(None, look)
         except Exception as exc:  # noqa: BLE001 - a poll must never drop a server over this
+            self._next_look = self.check_interval
             return jobs.Unknown(f"{type(exc).__name__}: {exc}")
+
+    async def _until_next_look(self) -> None:
+        """Sleep until the poller's next squeue (at most check_interval, at least 10 ms)."""
+        await asyncio.sleep(min(self.check_interval, max(0.01, self._next_look)))
+
+    def _calm(self) -> None:
+        """The job need no longer be hurried (the poller backs off again)."""
+        try:
+            self._jobs().calm(self.job_id)
+        except Exception as exc:  # noqa: BLE001 - only a pace: never fail a spawn over it
+            self.log.debug("%s: calming job %s: %s", self._log_name, self.job_id, exc)
 
     def _event(self, progress: int, message: str) -> None:
         self._events.append({"progress": progress, "message": message})
@@ -382,16 +406,14 @@ class SHJupyterSpawner(Spawner):
         said: set[str] = set()  # the steps already reported
         queued: tuple = ()  # the pending reason and estimate (to the minute) last reported
         running: dict | None = None  # the Running card, until Slurm confirms its node
+        hurried = False
         try:
             while True:
-                card = await follower.next(self.check_interval)
-                if card is None and running is None:
-                    raise SpawnException(f"following the session failed: {follower.error}",
-                                         reason="follow")
-                if isinstance(card, dict) and card.get("status") == "Running":
-                    running = card
                 if running is not None:
-                    view = await self._view()
+                    # Only Slurm is waited on now, and no longer at the poller's pace: the
+                    # poller's last look may predate the start (or squeue failed), so it is
+                    # hurried: asked at once, then every 0.1 s, until it names the node.
+                    view = await self._view(hurry=hurried)
                     if jobs.has_ended(view):
                         raise self._ended(await self._final_card(cli, view))
                     target = await self._route(running, view)
@@ -399,9 +421,17 @@ class SHJupyterSpawner(Spawner):
                         self._event(90, f"Running: {running.get('message', '')} on "
                                         f"{target.split('//', 1)[1]}")
                         return target
-                    if card is None:  # the follower has ended: wait on the poller alone
-                        await asyncio.sleep(self.check_interval)
+                    if hurried:
+                        await self._until_next_look()
+                    hurried = True
                     continue
+                card = await follower.next(self.check_interval)
+                if card is None:
+                    raise SpawnException(f"following the session failed: {follower.error}",
+                                         reason="follow")
+                if isinstance(card, dict) and card.get("status") == "Running":
+                    running = card
+                    continue  # the poller's last look first: it may name the node already
                 if card:
                     if card["status"] == "Completed":
                         raise self._ended(card)
@@ -423,6 +453,8 @@ class SHJupyterSpawner(Spawner):
                     self._event(40, f"Starting: job {self.job_id} runs on "
                                     f"{view.node or 'its node'}")
         finally:
+            if hurried:
+                self._calm()
             await follower.close()
 
     async def _final_card(self, cli: usercli.UserCLI, view: jobs.JobView) -> dict:
@@ -484,13 +516,17 @@ class SHJupyterSpawner(Spawner):
                              self.session_id, self.job_id, exc)
 
     async def _until_gone(self) -> None:
-        """Wait until Slurm has finished the job, epilog included: its container is gone."""
+        """Wait until Slurm has finished the job, epilog included: its container is gone.
+        The poller is hurried (Slurm asked at once, then every 0.1 s): the job is expected to
+        go within a second, and a backed-off poller would see it up to 5 s late."""
         deadline = time.monotonic() + self.cancel_timeout
+        hurry = True
         while time.monotonic() < deadline:
-            view = await self._view()
+            view = await self._view(hurry=hurry)
+            hurry = False
             if view is None or (isinstance(view, JobInfo) and view.finished
                                 and view.state != "COMPLETING"):
                 return
-            await asyncio.sleep(0.5)  # the poller is asked at its own pace; this only waits
+            await self._until_next_look()
         self.log.warning("%s: job %s still not ended %.0f s after cancelling",
                          self._log_name, self.job_id, self.cancel_timeout)

@@ -15,6 +15,13 @@ spawners of one hub process, each calling `view()` from its poll) cause one sque
 `watch(job_id, user)` once its job is submitted, `view(job_id)` from its poll and
 `forget(job_id)` when it stops. When all watched jobs belong to one user, slurmctld filters by
 that user; jobs of several users are asked for by id (see squeue.py).
+
+Hurrying: a caller that expects a change soon (a hub spawner whose session says Running and
+must see Slurm name the job's node; a stop() waiting for a cancelled job to be gone) calls
+`hurry(job_id)`: the next view() asks at once, and the watcher then asks every `HURRY` seconds
+instead of backing off, until `calm(job_id)` or `forget(job_id)`. Calls still cover every
+watched job, so any number of hurried jobs cost one squeue per `HURRY`; a failing squeue backs
+off even then.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from sh_jupyter.slurm.jobs import JobInfo, JobView, Unknown
 from sh_jupyter.slurm.scheduler import Scheduler, get_scheduler
 
 NOT_ASKED = Unknown("not asked yet")
+HURRY = 0.1  # seconds between squeue calls while a job is hurried
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class JobWatcher:
         self._interval = backoff.start
         self._due = clock()
         self._failing_since: float | None = None
+        # Hurried jobs and their intervals: a lock of their own, never held across a squeue
+        # call, so hurry() and calm() never wait for one (they are safe in an event loop).
+        self._hurried: dict[str, float] = {}
+        self._hurry_lock = threading.Lock()
         self.calls = 0  # squeue calls made
 
     def watch(self, job_id: str, user: str | None = None) -> None:
@@ -79,6 +91,30 @@ class JobWatcher:
         with self._lock:
             self._users.pop(job_id, None)
             self._views.pop(job_id, None)
+        self.calm(job_id)
+
+    def hurry(self, job_id: str, interval: float = HURRY) -> None:
+        """Ask about the job at once (the next view() calls squeue), then every `interval`
+        seconds, not backing off, until calm() or forget(). Hurrying a job that is already
+        hurried changes nothing (it does not ask again at once). Never waits for a squeue call
+        in progress; one in progress when the job is hurried is followed by the next within
+        `interval`."""
+        with self._hurry_lock:
+            new = job_id not in self._hurried
+            self._hurried[job_id] = interval
+            if new:
+                self._due = min(self._due, self._clock())
+
+    def calm(self, job_id: str) -> None:
+        """Stop hurrying the job: the watcher backs off again (the job stays watched)."""
+        with self._hurry_lock:
+            self._hurried.pop(job_id, None)
+
+    def _fastest(self, ids: list[str]) -> float | None:
+        """The shortest interval of the hurried jobs among `ids` (None: none is hurried)."""
+        with self._hurry_lock:
+            wanted = [self._hurried[i] for i in ids if i in self._hurried]
+        return min(wanted) if wanted else None
 
     def view(self, job_id: str) -> JobView:
         """The job's state as of the last call, after one more call if one is due.
@@ -125,7 +161,11 @@ class JobWatcher:
             changed = any(_key(self._views.get(i)) != _key(answer.get(i)) for i in ids)
         self._views.update({i: answer.get(i) for i in ids})
         self._interval = self.backoff.after(self._interval, changed)
-        self._due = self._clock() + self._interval
+        wait = self._interval
+        fast = None if self._failing_since is not None else self._fastest(ids)
+        if fast is not None:
+            wait = min(wait, fast)  # hurried: no back-off while squeue answers
+        self._due = self._clock() + wait
 
 
 _SHARED: dict[str, JobWatcher] = {}

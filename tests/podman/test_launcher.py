@@ -367,19 +367,32 @@ def test_missing_required_mount_fails_fast_with_reason(session):
     assert f"required mount source /nonexistent-{USER}" in status["reason"]
 
 
-def test_occupied_ports_are_skipped_and_exhaustion_fails_fast(session):
-    with socket.socket() as busy:
-        busy.bind(("0.0.0.0", 0))
+def _busy_port_before_a_free_one() -> socket.socket:
+    """A listening socket on a port of this tier's range whose next port is free: the
+    kernel's ephemeral ports (bind to 0) may have their neighbour taken by any connection."""
+    for port in range(31500, 31998, 2):
+        busy = socket.socket()
+        try:
+            busy.bind(("0.0.0.0", port))
+            with socket.socket() as probe:
+                probe.bind(("0.0.0.0", port + 1))
+        except OSError:
+            busy.close()
+            continue
         busy.listen()
+        return busy
+    raise AssertionError("no free pair of ports in 31500-31999")
+
+
+def test_occupied_ports_are_skipped_and_exhaustion_fails_fast(session):
+    with _busy_port_before_a_free_one() as busy:
         port = busy.getsockname()[1]
         full = session(config_text(network__port_min=str(port), network__port_max=str(port)))
         assert f"no free port: tried [{port}]" in _failed(full, 20)["reason"]
 
-        if port < 65535:
-            ok = session(config_text(network__port_min=str(port),
-                                     network__port_max=str(port + 1),
-                                     network__port_attempts="2"))
-            assert int(ok.wait_ready()["port"]) == port + 1
+        ok = session(config_text(network__port_min=str(port), network__port_max=str(port + 1),
+                                 network__port_attempts="2"))
+        assert int(ok.wait_ready()["port"]) == port + 1
 
 
 def test_jupyter_that_exits_at_start_fails_fast_with_its_output(session):

@@ -282,15 +282,6 @@ def rss_mb(pids: Iterable[int]) -> dict[int, float]:
     return out
 
 
-def real_uid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-        return None
-    return None
 
 
 def cmdline(pid: int) -> str:

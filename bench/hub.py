@@ -45,6 +45,7 @@ import benchlib as bl
 import peer
 from benchlib import Series, bed, say
 
+from sh_jupyter.benchmarking import real_uid
 from slurm import SUBMIT_ARGS, Submission
 
 import hub_bed  # tests/, on the path through benchlib
@@ -170,7 +171,7 @@ def label(argv: list[str], in_lab: bool) -> str:
 
 def measure_rss(job: str, figures: Figures) -> None:
     """RSS of the job's non-root processes on this node, in total and besides JupyterLab."""
-    pids = {p for p in bl.job_pids(job) if bl.real_uid(p) not in (None, 0)}
+    pids = {p for p in bl.job_pids(job) if real_uid(p) not in (None, 0)}
     argv = {p: bl.argv_of(p) for p in pids}
     lab = lab_of(argv, {p: bl.parent(p) for p in pids})
     rss = bl.rss_mb(pids)

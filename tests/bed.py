@@ -252,6 +252,9 @@ def mode_of(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")  # job states not (yet) ended
+
+
 def job_state(job_id: str) -> str:
     """The job's state as Slurm itself prints it (finished jobs stay listed for MinJobAge)."""
     out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],

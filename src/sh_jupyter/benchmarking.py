@@ -14,11 +14,12 @@ from sh_jupyter import config as config_mod
 from sh_jupyter.container import oci_runtime
 from sh_jupyter.container.podman_args import pasta_installed
 from sh_jupyter.container.spec import HostMount, SessionFacts, create_kwargs, host_mounts
+from sh_jupyter.node.procs import real_uid
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.supervisor import ports, readiness
 
-__all__ = ["api_answers", "create_spec", "pasta_installed", "port_is_free", "runtime_choice",
-           "session_mounts"]
+__all__ = ["api_answers", "create_spec", "pasta_installed", "port_is_free", "real_uid",
+           "runtime_choice", "session_mounts"]
 
 
 def runtime_choice(config: str) -> oci_runtime.Choice:

@@ -22,7 +22,6 @@ import hub_bed
 U1, U2 = bed.USERS
 VARIANT = "localhost/sh-jupyter/jupyterlab-minimal:latest"
 PORTS = "[network]\nport_min = 34000\nport_max = 34999\n"
-LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +29,6 @@ def hubenv(testbed) -> dict[str, str]:
     if not os.path.exists(hub_bed.HUB_ENV):
         pytest.fail(f"missing {hub_bed.HUB_ENV}: run testbed/provision (step 80)")
     return hub_bed.hub_env()
-
-
-@pytest.fixture(scope="module")
-def jobs() -> list[str]:
-    started: list[str] = []
-    yield started
-    for job in started:
-        subprocess.run(["scancel", job], check=False)
-    for job in started:
-        bed.wait_for(lambda j=job: bed.job_state(j) not in LIVE, 60, f"job {job} to end")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,6 @@ BROWSER_MODULES = "/opt/sh-jupyter/browser/node_modules"
 ARTIFACTS = REPO / "test-artifacts"
 SLURM_STATE = "/var/lib/sh-jupyter-testbed/slurm/ctld"
 PORTS = "[network]\nport_min = 34000\nport_max = 34999\n"
-LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")  # not (yet) ended
 
 
 def site_config(image: str, store: str) -> str:
@@ -46,17 +45,6 @@ def hubenv(testbed) -> dict[str, str]:
     if missing:
         pytest.fail(f"missing {missing}: run testbed/provision (steps 50, 70 and 80)")
     return hub_bed.hub_env()
-
-
-@pytest.fixture(scope="module")
-def jobs() -> list[str]:
-    """Every job the module's hubs started: cancelled at the end, whatever happened."""
-    started: list[str] = []
-    yield started
-    for job in started:
-        subprocess.run(["scancel", job], check=False)
-    for job in started:
-        bed.wait_for(lambda j=job: bed.job_state(j) not in LIVE, 60, f"job {job} to end")
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +279,7 @@ def test_a_rest_spawn_reports_progress_and_stop_ends_the_job(hub, jobs):
     assert status in (202, 204), body
     bed.wait_for(lambda: not hub.server(U2), 180, "the hub to stop the server", interval=0.5)
     # stop() returned only once Slurm finished the job, epilog included.
-    assert bed.job_state(state["job_id"]) not in LIVE
+    assert bed.job_state(state["job_id"]) not in bed.LIVE
     assert name not in bed.containers_of(U2)
 
 

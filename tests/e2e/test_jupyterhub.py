@@ -203,8 +203,8 @@ def test_the_token_is_nowhere_but_in_the_servers_environment(hub, jobs):
         leaks.append("the supervisor's (the job's) environment")
     session_dir = os.readlink(f"/proc/{supervisor}/cwd")
     assert not os.path.exists(os.path.join(session_dir, "launch-env.json"))
-    for path in glob.glob(f"{session_dir}/*"):
-        if token.encode() in Path(path).read_bytes():
+    for path in (p for p in Path(session_dir).rglob("*") if p.is_file()):
+        if token.encode() in path.read_bytes():
             leaks.append(path)
     if token in hub.log():
         leaks.append("the hub's log (DEBUG)")

@@ -87,7 +87,7 @@ def test_an_idle_users_unsaved_cell_is_saved_before_the_walltime_ends_the_sessio
     result = json.loads(browser.stdout.strip().splitlines()[-1]) if browser.stdout.strip() \
         else {}
     assert browser.returncode == 0, (browser.stderr, result)
-    assert result["dirty"], result
+    assert result["dirty"] and name in result["tab"], result
     # The notice: the time left as the job's own end says, within the guard's 5 s tick.
     stated = _seconds(result["notice"])
     assert FIRST - 10 <= stated <= FIRST, result

@@ -26,17 +26,31 @@ async function main(url, typed, shots, timeoutS) {
     executablePath: '/usr/bin/chromium', headless: true, args: ARGS,
     viewport: { width: 1280, height: 800 },
   });
-  const out = { dirty: false, notice: '', noticeAt: 0, saved: '', savedAt: 0 };
+  const out = { tab: '', dirty: false, notice: '', noticeAt: 0, saved: '', savedAt: 0 };
   const lab = await context.newPage();
   try {
     await lab.goto(url);
     await lab.locator('#main').waitFor({ state: 'visible', timeout: 60000 });
     await lab.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 60000 });
-    // The notebook's own panel: a user with history has other notebooks restored in hidden
-    // tabs of the main area, whose editors come first in the page.
-    const editor = lab.locator('.jp-Notebook .jp-Cell .cm-content').filter({ visible: true })
-      .first();
-    await editor.waitFor({ state: 'visible', timeout: 60000 });
+    // The notebook's own panel: a user with history has other notebooks restored in tabs of
+    // the main area. Its tab is made current, and its editor is the one the browser really
+    // shows: hidden panels may keep their boxes (content-visibility, a scale of 0), so a
+    // locator's "visible" does not tell them apart; what is on top at the editor's centre does.
+    const name = decodeURIComponent(new URL(url).pathname.split('/').pop());
+    const ours = lab.locator('#jp-main-dock-panel .lm-TabBar-tab', { hasText: name }).first();
+    await ours.waitFor({ state: 'visible', timeout: 60000 });
+    await ours.click();
+    const shown = () => [...document.querySelectorAll('.jp-Notebook .jp-Cell .cm-content')]
+      .find((e) => {
+        const box = e.getBoundingClientRect();
+        if (box.width < 1 || box.height < 1 || !e.checkVisibility({ contentVisibilityAuto: true,
+          visibilityProperty: true, opacityProperty: true })) {
+          return false;
+        }
+        const top = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+        return !!top && e.contains(top);
+      }) || null;
+    const editor = (await lab.waitForFunction(shown, null, { timeout: 60000 })).asElement();
     // A dialog the image may show on opening a notebook (e.g. the kernel choice): accept it.
     const dialog = lab.locator('.jp-Dialog .jp-mod-accept');
     try {
@@ -48,7 +62,8 @@ async function main(url, typed, shots, timeoutS) {
     await editor.click();
     await lab.keyboard.press('End');
     await lab.keyboard.type(typed);
-    const tab = lab.locator('.lm-TabBar-tab.jp-mod-current');
+    const tab = lab.locator('#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current');
+    out.tab = (await tab.innerText()).trim();
     await lab.waitForFunction(
       () => !!document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty'),
       null, { timeout: 10000 });

@@ -19,6 +19,21 @@ const ARGS = [
   '--disable-quic',
 ];
 
+// Dialogs JupyterLab shows on opening notebooks (the kernel choice, one per notebook without a
+// running kernel, a restored workspace's included): accept each until none comes for 3 s.
+async function acceptDialogs(lab) {
+  const accept = lab.locator('.jp-Dialog .jp-mod-accept').first();
+  for (let i = 0; i < 20; i += 1) {
+    try {
+      await accept.waitFor({ state: 'visible', timeout: 3000 });
+    } catch (err) {
+      return;
+    }
+    await accept.click();
+    await accept.waitFor({ state: 'detached', timeout: 10000 }).catch(() => {});
+  }
+}
+
 async function main(url, typed, shots, timeoutS) {
   const timeout = Number(timeoutS) * 1000;
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shj-chromium-'));
@@ -39,7 +54,9 @@ async function main(url, typed, shots, timeoutS) {
     const name = decodeURIComponent(new URL(url).pathname.split('/').pop());
     const ours = lab.locator('#jp-main-dock-panel .lm-TabBar-tab', { hasText: name }).first();
     await ours.waitFor({ state: 'visible', timeout: 60000 });
+    await acceptDialogs(lab);  // restored notebooks may each ask for a kernel first
     await ours.click();
+    await acceptDialogs(lab);  // ours may ask too
     const shown = () => [...document.querySelectorAll('.jp-Notebook .jp-Cell .cm-content')]
       .find((e) => {
         const box = e.getBoundingClientRect();
@@ -51,14 +68,6 @@ async function main(url, typed, shots, timeoutS) {
         return !!top && e.contains(top);
       }) || null;
     const editor = (await lab.waitForFunction(shown, null, { timeout: 60000 })).asElement();
-    // A dialog the image may show on opening a notebook (e.g. the kernel choice): accept it.
-    const dialog = lab.locator('.jp-Dialog .jp-mod-accept');
-    try {
-      await dialog.first().waitFor({ state: 'visible', timeout: 5000 });
-      await dialog.first().click();
-    } catch (err) {
-      // no dialog
-    }
     await editor.click();
     await lab.keyboard.press('End');
     await lab.keyboard.type(typed);

@@ -20,6 +20,11 @@ from sh_jupyter.session import Status
 SENDMAIL_TIMEOUT = 30
 
 
+def address(cfg: Config, user: str) -> str:
+    """The user's mail address from the site's template."""
+    return cfg["notify.address"].replace("{user}", user)
+
+
 def card_link(cfg: Config, status: Status) -> str:
     url = cfg["notify.card_url"]
     if url:
@@ -52,7 +57,7 @@ def compose(cfg: Config, user: str, status: Status, event: str, detail: str = ""
         "",
     ])
     msg = EmailMessage()
-    msg["To"] = cfg["notify.address"].replace("{user}", user)
+    msg["To"] = address(cfg, user)
     msg["Subject"] = subject
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(body)
@@ -66,7 +71,7 @@ def send(cfg: Config, user: str, status: Status, event: str, detail: str = "",
     out = run([cfg["notify.sendmail"], "-t", "-oi"], input=text, timeout=SENDMAIL_TIMEOUT,
               env=env)
     if out.ok:
-        say(f"notice sent ({event}) to {cfg['notify.address'].replace('{user}', user)}")
+        say(f"notice sent ({event}) to {address(cfg, user)}")
     else:
         say(f"could not send the {event} notice: {out.why}")
     return out.ok

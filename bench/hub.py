@@ -162,8 +162,9 @@ def label(argv: list[str], in_lab: bool) -> str:
     if not names:
         return "(gone)"
     name = names[1] if names[0].startswith("python") and len(names) > 1 else names[0]
-    if name == "sh-jupyter" and "run" in argv:
-        name = "sh-jupyter run (supervisor)"
+    if "sh-jupyter" in (name, *argv[1:5]) and "run" in argv:
+        # the supervisor, or what it became for the idle wait ("... sh-jupyter run (idle)")
+        name = "sh-jupyter run (supervisor" + (", idle wait)" if "(idle)" in argv else ")")
     elif "system service" in " ".join(argv):
         name = "podman system service"
     return f"{name} (JupyterLab)" if in_lab else name

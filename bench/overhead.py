@@ -58,7 +58,7 @@ def label(pid: int) -> str:
     if "system service" in argv:
         return "Podman API service"
     if " run" in argv and "sh-jupyter" in argv:
-        return "supervisor (sh-jupyter run)"
+        return "supervisor (sh-jupyter run" + (", idle wait)" if "(idle)" in argv else ")")
     for name in ("conmon", "slirp4netns", "rootlessport", "catatonit", "pasta"):
         if name in argv.split(" ", 1)[0]:
             return name + (" (pause process, one per user)" if name == "catatonit" else "")

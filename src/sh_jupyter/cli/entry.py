@@ -148,10 +148,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sh_jupyter.supervisor.entry import run  # the supervisor's side only: the path to Connect
+    # the supervisor's side only: the path to Connect
+    from sh_jupyter.supervisor.entry import supervise
 
-    return run(local=args.local, session_dir=args.session_dir, session_id=args.session_id,
-               cpus=args.cpus, memory_gib=args.memory, config=config_mod.load(args.config))
+    return supervise(handoff=True, local=args.local, session_dir=args.session_dir,
+                     session_id=args.session_id, cpus=args.cpus, memory_gib=args.memory,
+                     config=config_mod.load(args.config))
 
 
 def _handler(command: str):

@@ -5,7 +5,7 @@ to Connect loads only what the supervisor needs."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Union
 
@@ -41,10 +41,27 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
     `command`, `base_url`, `auth` and `environment` are a launcher's, as for `submit`; given
     here they replace what request.json records, and `environment` never touches a file.
     """
-    from sh_jupyter.supervisor.lifecycle import (  # the heavy imports only when running
-        RunRequest,
-        Supervisor,
-    )
+    return supervise(local=local, session_dir=session_dir, session_id=session_id, cpus=cpus,
+                     memory_gib=memory_gib, command=command, base_url=base_url, auth=auth,
+                     environment=environment, config=config, environ=environ)
+
+
+def supervise(*, handoff: bool = False, **kwargs) -> int:
+    """`run`, and for the CLI's own process (`handoff`) the long idle wait in a smaller
+    program that replaces this one (supervisor.idle)."""
+    from sh_jupyter.supervisor.lifecycle import Supervisor  # the heavy imports only when running
+
+    cfg, req = _request(**kwargs)
+    return Supervisor(cfg, replace(req, handoff=handoff)).run()
+
+
+def _request(*, local: bool = False, session_dir: str | None = None,
+             session_id: str | None = None, cpus: int = 0, memory_gib: int = 0,
+             command: Sequence[str] = (), base_url: str = "", auth: str = "token",
+             environment: Mapping[str, str] | None = None, config: ConfigArg = None,
+             environ: Mapping[str, str] | None = None):
+    """The site's config and the session's RunRequest, from the arguments and the job."""
+    from sh_jupyter.supervisor.phase import RunRequest, job_callbacks
 
     cfg = config if isinstance(config, Config) else config_mod.load(config)
     env = dict(os.environ if environ is None else environ)
@@ -72,23 +89,11 @@ def run(*, local: bool = False, session_dir: str | None = None, session_id: str 
                              "its name must be the session id (a UUID)")
     cpus = cpus or _slurm_int(env, "SLURM_CPUS_ON_NODE")
     memory_gib = memory_gib or _slurm_int(env, "SLURM_MEM_PER_NODE") // 1024
-    on_timeout: Callable[[str], None] | None = None
-    job_lookup = None
-    if not local:
-        from sh_jupyter.slurm.scheduler import get_scheduler
-
-        def job_lookup():
-            """The job's start and time limit: its end for the walltime notices, and the
-            card's "Time Requested" for sessions a portal submitted (Slurm 22.05 gives the
-            job no SLURM_JOB_END_TIME)."""
-            return get_scheduler().job(job_id)
-
-        def on_timeout(_reason: str) -> None:  # the app's promise: the job cancels itself
-            get_scheduler().cancel(job_id)
+    job_lookup, on_timeout = job_callbacks(job_id) if not local else (None, None)
     req = RunRequest(session_id=session_id, session_dir=session_dir, user=user.pw_name,
                      uid=user.pw_uid, home=user.pw_dir, job_id=job_id, cpus=cpus,
                      memory_gib=memory_gib, job_lookup=job_lookup, job_env=env,
                      on_timeout=on_timeout)
     if given:
         req = replace(req, launch=options, extra_env=extra_env)
-    return Supervisor(cfg, req).run()
+    return cfg, req

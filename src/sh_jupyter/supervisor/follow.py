@@ -25,6 +25,14 @@ class ProcessWatch:
         with contextlib.suppress(AttributeError, OSError):  # Linux < 5.3 or already gone
             self.fd = os.pidfd_open(pid)
 
+    @classmethod
+    def adopt(cls, pid: int, fd: int) -> ProcessWatch:
+        """Follow through a pidfd this process inherited (-1: none, look at /proc): the pid
+        alone could since name another process."""
+        watch = cls.__new__(cls)
+        watch.pid, watch.fd = pid, (fd if fd >= 0 else None)
+        return watch
+
     def gone(self) -> bool:
         if self.fd is not None:
             return bool(select.select([self.fd], [], [], 0)[0])

@@ -40,6 +40,13 @@ class JobClock:
             say(f"the job's end time is asked when first needed (no thread: {exc})")
             self._lazy = ask
 
+    @classmethod
+    def fixed(cls, info: JobInfo | None) -> JobClock:
+        """A clock whose answer is already known (the supervisor taking a session back)."""
+        clock = cls(None)
+        clock._info = info
+        return clock
+
     def info(self, timeout: float = 5.0) -> JobInfo | None:
         """The job as Slurm saw it; waits at most `timeout` seconds for the thread's answer
         (asks here, once, when no thread could be started)."""

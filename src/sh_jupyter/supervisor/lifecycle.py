@@ -9,9 +9,12 @@ failure) removes the container and the session's scratch before exiting. The pha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pickle
 import signal
 import socket
+from dataclasses import replace
 
 from sh_jupyter import gpu
 from sh_jupyter.config import Config
@@ -22,9 +25,9 @@ from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
 from sh_jupyter.session import STATUS_FILE, Status, connect_host, container_name, now_iso
-from sh_jupyter.supervisor import follow
+from sh_jupyter.supervisor import follow, handoff, idle
 from sh_jupyter.supervisor.jobclock import JobClock
-from sh_jupyter.supervisor.phase import RunRequest, api_error
+from sh_jupyter.supervisor.phase import RunRequest, api_error, job_callbacks
 from sh_jupyter.supervisor.podman_service import PodmanService
 from sh_jupyter.supervisor.start import Starting
 from sh_jupyter.supervisor.teardown import TearingDown
@@ -32,13 +35,18 @@ from sh_jupyter.supervisor.watch import Watching
 
 __all__ = ["RunRequest", "Supervisor"]
 
+# What a frozen supervisor leaves out (`_freeze`): made again when it is taken back.
+_TRANSIENT = frozenset({"signals", "watch", "service", "client", "clock"})
+
 
 class Supervisor(Starting, Watching, TearingDown):
     """One session from start to teardown.
 
     The Podman API service runs only while the session starts and while it ends. Once
     JupyterLab answers, the supervisor stops it and sleeps on conmon's pidfd and a signal pipe,
-    waking once per health interval; conmon keeps the container and records its exit.
+    waking once per health interval; conmon keeps the container and records its exit. As
+    `sh-jupyter run`, it does that sleep as a smaller program (`idle`) in its own process, and
+    comes back (`resumed`) when the session needs it.
     """
 
     def __init__(self, cfg: Config, req: RunRequest) -> None:
@@ -75,6 +83,40 @@ class Supervisor(Starting, Watching, TearingDown):
         self.init_pid = 0
         self.launched_at = 0.0
 
+
+    # -- the idle wait's handoff --------------------------------------------------------
+    def _freeze(self) -> bytes:
+        """Everything but what cannot cross an exec: the signal pipe, the pidfd, the API
+        service's process and client, the Slurm callbacks (made again from the job id) and
+        a launcher's secrets (used only to create the container)."""
+        state = {k: v for k, v in vars(self).items() if k not in _TRANSIENT}
+        state["req"] = replace(self.req, job_lookup=None, on_timeout=None, extra_env={})
+        state["extra_env"] = {}
+        state["job_info"] = self.clock.info(timeout=5.0)
+        service = self.service
+        state["service_args"] = None if service is None else (
+            service.socket_path, service.env, service.global_args, service.api_timeout)
+        return pickle.dumps(state)
+
+    @classmethod
+    def resumed(cls, frozen: bytes, plan: dict) -> Supervisor:
+        """The supervisor a `_freeze` left, with what the idle wait saw since (the plan)."""
+        state = pickle.loads(frozen)  # our own bytes, from a memfd of this very process
+        service_args, job_info = state.pop("service_args"), state.pop("job_info")
+        self = cls.__new__(cls)
+        vars(self).update(state)
+        self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        handoff.unblock_signals()
+        self.signals.received = self.signals.received or plan["event"].get("signal", "")
+        self.watch = follow.ProcessWatch.adopt(plan["pid"], plan["pidfd"])
+        self.service = PodmanService(*service_args) if service_args else None
+        self.client = None
+        self.clock = JobClock.fixed(job_info)
+        self.status = Status.from_json(json.dumps(plan["status"]))
+        if self.req.job_id != "local":
+            lookup, on_timeout = job_callbacks(self.req.job_id)
+            self.req = replace(self.req, job_lookup=lookup, on_timeout=on_timeout)
+        return self
 
     def _initial_status(self) -> Status:
         text = read_text(os.path.join(self.req.session_dir, STATUS_FILE))
@@ -116,6 +158,22 @@ class Supervisor(Starting, Watching, TearingDown):
             code = self._session(early)
         finally:
             removed = self._teardown()
+        return self._finish(code, removed)
+
+    def resume(self, event: dict) -> int:
+        """Take the session back from the idle wait, which saw `event`; as `run` from there."""
+        if event["kind"] != idle.WALLTIME and self.service is not None:
+            with contextlib.suppress(SessionFailure):  # boots while the Podman shell loads
+                self.service.start()
+        try:
+            code = self._session(None, event)
+        finally:
+            removed = self._teardown()
+        return self._finish(code, removed)
+
+    def _finish(self, code: int, removed: bool) -> int:
+        """After the teardown: the last word on the card, the failure notice, the timeout's
+        cancel; the exit status."""
         if not removed:
             self._save(self.status.fail(f"container {self.name} could not be removed"))
             code = EXIT_SESSION_FAILED
@@ -128,13 +186,14 @@ class Supervisor(Starting, Watching, TearingDown):
             self.req.on_timeout(self.status.reason)
         return code
 
-    def _session(self, early: SessionFailure | None) -> int:
+    def _session(self, early: SessionFailure | None, event: dict | None = None) -> int:
         try:
             try:
                 if early is not None:
                     raise early
-                self._start()
-                return self._supervise()
+                if event is None:
+                    self._start()
+                return self._supervise(event)
             except SessionFailure:
                 raise
             except Exception as exc:

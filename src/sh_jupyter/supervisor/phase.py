@@ -66,8 +66,25 @@ class RunRequest:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     image: str = ""  # a site image's name; "": request.json's, else the site's default
     notify: bool = False  # mail notices (also when request.json or the portal asks for them)
+    # The process is the CLI's own: the long wait may replace it with a smaller one (handoff).
+    handoff: bool = False
 
 
+
+
+def job_callbacks(job_id: str) -> tuple[Callable[[], JobInfo | None], Callable[[str], None]]:
+    """The Slurm job's lookup and its self-cancel, for a RunRequest of a job."""
+    from sh_jupyter.slurm.scheduler import get_scheduler
+
+    def job_lookup() -> JobInfo | None:
+        """The job's start and time limit: its end for the walltime notices, and the card's
+        "Time Requested" for sessions a portal submitted (Slurm 22.05 gives the job no
+        SLURM_JOB_END_TIME)."""
+        return get_scheduler().job(job_id)
+
+    def on_timeout(_reason: str) -> None:  # the app's promise: the job cancels itself
+        get_scheduler().cancel(job_id)
+    return job_lookup, on_timeout
 
 
 class Phase:
@@ -103,6 +120,10 @@ class Phase:
     conmon_lost: bool  # conmon died and the container's init is followed instead
     init_pid: int  # the container's init process, as Podman reported it at start
     launched_at: float  # wall clock just after the container started (init is older)
+
+    def _freeze(self) -> bytes:
+        """The session's state, for the supervisor that takes it back after the idle wait."""
+        raise NotImplementedError
 
     def _drop_auth(self) -> None:
         """Delete the token's config file and its directory (the container's read-only
@@ -168,8 +189,10 @@ class Phase:
         if self.client is not None:
             say("the Podman API service died; starting it again")
         try:
-            self.service.stop()  # whatever is left of a dead one: socket and log
-            self.service.start()
+            if self.client is not None or not self.service.alive():
+                self.service.stop()  # whatever is left of a dead one: socket and log
+                self.service.start()
+            # else: started already (taking a session back), and not yet waited for
             self.client = self.service.wait_ready()
         except SessionFailure as exc:
             say(f"could not start the Podman API service: {exc}")

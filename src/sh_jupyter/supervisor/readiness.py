@@ -4,30 +4,67 @@ connection before JupyterLab listens).
 `GET {base}api` needs no auth and does not count as user activity; `GET {base}api/status` with
 the token proves the secret is in force. Health checks ask with `no_track_activity=1`, so they
 never keep an idle session alive.
+
+The requests are plain HTTP/1.0 on a socket, not http.client: the idle watcher
+(`supervisor.idle`) makes them for the session's whole life, and http.client would bring the
+ssl and email packages into it (about 6 MB of resident memory for nothing).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
+import time
+
+MAX_REPLY = 1 << 20  # a status reply is a few hundred bytes; never hold more than this
+
+
+class BadReply(OSError):
+    """What answered on the port is not an HTTP server (or said too much)."""
+
+
+def _complete(data: bytes) -> bool:
+    """True once the reply's head and its Content-Length of body have arrived."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value)
+    return False  # no length: the server closes the connection at the end (HTTP/1.0)
 
 
 def _get(host: str, port: int, path: str, timeout: float,
          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    """One GET; its status and body. Raises OSError (BadReply for what is not HTTP)."""
+    deadline = time.monotonic() + timeout
+    lines = [f"GET {path} HTTP/1.0", f"Host: {host}:{port}",
+             *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+    data = b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1"))
+        while not _complete(data):
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REPLY:
+                raise BadReply(f"reply from port {port} longer than {MAX_REPLY} bytes")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if not sep or len(status) < 2 or not status[0].startswith(b"HTTP/") \
+            or not status[1].isdigit():
+        raise BadReply(f"no HTTP reply from port {port}")
+    return int(status[1]), body
 
 
 def api_answers(host: str, port: int, base_url: str, timeout: float = 2.0) -> bool:
     """True when JupyterLab's unauthenticated /api answers with its version."""
     try:
         status, body = _get(host, port, f"{base_url}api", timeout)
-    except (OSError, http.client.HTTPException):
+    except OSError:
         return False
     if status != 200:
         return False
@@ -48,7 +85,7 @@ def _get_json(host: str, port: int, path: str, token: str, timeout: float):
     try:
         status, body = _get(host, port, path, timeout, {"Authorization": f"token {token}"})
         return json.loads(body) if status == 200 else None
-    except (OSError, http.client.HTTPException, ValueError):
+    except (OSError, ValueError):
         return None
 
 

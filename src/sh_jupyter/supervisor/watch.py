@@ -2,82 +2,88 @@
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import replace
-from datetime import datetime, timezone
+from dataclasses import asdict, replace
 
 from sh_jupyter.container import exits
 from sh_jupyter.container.spec import network_mode
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.progress import say
 from sh_jupyter.session import now_iso
-from sh_jupyter.supervisor import activity, follow, ports, readiness
+from sh_jupyter.supervisor import handoff, idle, ports
 from sh_jupyter.supervisor.netns import helper_alive, helper_gone
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 
-RETRY_INTERVAL = 5  # seconds from a failed health check to the next
-
 
 class Watching(Phase):
-    """Running: sleep on conmon and the signal pipe, check health, end an idle session."""
+    """Running: follow conmon and the signals, check health, end an idle session.
 
-    def _supervise(self) -> int:
-        """Sleep until conmon exits or a signal comes; check JupyterLab's health meanwhile,
-        and end the session when it has been idle for session.idle_timeout."""
-        host = ports.probe_address(self.cfg["network.bind_address"])
-        interval = self.cfg["session.health_interval"]
-        failures = 0
+    The wait itself is `idle.watch`: in a small process of its own (`handoff`) when this
+    process is the CLI's, in this one otherwise; what it saw is handled here."""
+
+    def _supervise(self, event: dict | None = None) -> int:
+        """Until the session ends: wait for something, handle it; the exit status."""
         while True:
-            # After a failed check the next comes soon: the bound the docs state is
-            # health_interval + (health_failures - 1) x RETRY_INTERVAL (+ the probes' timeouts).
-            next_check = time.monotonic() + (min(interval, RETRY_INTERVAL) if failures
-                                             else interval)
-            while not (self.stop_signal or self.watch.gone()) \
-                    and time.monotonic() < next_check:
-                wake = min(next_check, self._walltime_tick())
-                follow.wait(self.watch, self.signals, max(0.0, wake - time.monotonic()))
-            if self.stop_signal or self.watch.gone():
-                code = self._ended()
-                if code is not None:
-                    return code
-                continue
-            port, base = self.status.port, self.status.base_url
-            # With the launcher's own auth (JupyterHub) our token opens nothing: only the
-            # unauthenticated /api answers, and there is no activity report to judge idling.
-            report = readiness.server_status(host, port, base, self.secret) \
-                if self.launch.auth == "token" else None
-            if report is None and not readiness.api_answers(host, port, base):
-                failures += 1
-                say(f"health check failed ({failures} in a row): JupyterLab does not answer")
-                if failures >= self.cfg["session.health_failures"]:
-                    raise SessionFailure(f"JupyterLab stopped answering on port {port}: "
-                                         f"{self._what_is_dead()}")
-                continue
-            failures = 0
-            self._save(replace(self.status, checked_at=now_iso()))
-            idle = self._idle_for(host, report) if report is not None else None
-            if idle is not None:
-                reason = (f"ended after {idle:.0f} s without activity "
-                          f"(session.idle_timeout = {self.cfg['session.idle_timeout']} s)")
-                say(f"JupyterLab is idle: {reason}")
-                self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
-                return 0
+            if event is None:
+                event = self._wait_for_event()
+            code = self._handle(event)
+            event = None
+            if code is not None:
+                return code
 
-    def _walltime_tick(self) -> float:
-        """Mail the opted-in walltime notice when it is due; the monotonic time of the next
-        one (infinity when none is left). JupyterLab's own notices and the save before the
-        end are the image's walltime guard's, from the job's end in its environment."""
+    def _plan(self) -> dict:
+        """What the wait needs to know, as JSON (it may cross an exec)."""
+        watch = self.watch
+        return {
+            "host": ports.probe_address(self.cfg["network.bind_address"]),
+            "port": self.status.port, "base_url": self.status.base_url,
+            "token": self.secret if self.launch.auth == "token" else "",
+            "health_interval": self.cfg["session.health_interval"],
+            "health_failures": self.cfg["session.health_failures"],
+            "idle_timeout": self.cfg["session.idle_timeout"],
+            "walltime_due": self._walltime_due(),
+            "pid": watch.pid if watch else 0,
+            "pidfd": watch.fd if watch and watch.fd is not None else -1,
+            "session_dir": self.req.session_dir, "status": asdict(self.status),
+        }
+
+    def _wait_for_event(self) -> dict:
+        plan = self._plan()
+        if self.req.handoff:
+            try:
+                handoff.exec_supervisor("sh_jupyter.supervisor.idle", plan, self._freeze())
+            except OSError as exc:
+                say(f"the idle wait stays in the supervisor's process: {exc}")
+        return idle.watch(plan, self.watch, self.signals,
+                          lambda when: self._save(replace(self.status, checked_at=when)))
+
+    def _handle(self, event: dict) -> int | None:
+        """Act on what the wait saw; the exit status once the session is over."""
+        kind = event["kind"]
+        if kind == idle.WALLTIME:
+            end = self.clock.end(timeout=0)
+            self._notify("walltime", str(max(0, int(end - time.time()))))
+            return None
+        if kind == idle.UNHEALTHY:
+            raise SessionFailure(f"JupyterLab stopped answering on port {self.status.port}: "
+                                 f"{self._what_is_dead()}")
+        if kind == idle.IDLE:
+            reason = (f"ended after {event['seconds']:.0f} s without activity "
+                      f"(session.idle_timeout = {self.cfg['session.idle_timeout']} s)")
+            say(f"JupyterLab is idle: {reason}")
+            self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
+            return 0
+        return self._ended()
+
+    def _walltime_due(self) -> float:
+        """When the opted-in walltime notice is due (epoch seconds; 0: none is left). The
+        JupyterLab notices and the save before the end are the image's walltime guard's,
+        from the job's end in its environment."""
         end, ahead = self.clock.end(timeout=0), self.cfg["walltime.first_warning"]
         if not (self.notices and end and ahead) or "walltime" in \
                 self.status.extra.get("notices", []):
-            return math.inf
-        due = end - ahead
-        now = time.time()
-        if now >= due:
-            self._notify("walltime", str(max(0, int(end - now))))
-            return math.inf
-        return time.monotonic() + (due - now)
+            return 0
+        return float(end - ahead)
 
     def _what_is_dead(self) -> str:
         """What a session that stopped answering lost, for the card's one line."""
@@ -93,19 +99,6 @@ class Watching(Phase):
         if netns and helper_alive(mode, netns, self.req.uid) is False:
             return helper_gone(mode, self.conmon_lost)
         return f"JupyterLab itself does not answer (its container runs, network {mode})"
-
-    def _idle_for(self, host: str, report: dict) -> float | None:
-        """Seconds idle when that reaches session.idle_timeout, else None."""
-        limit = self.cfg["session.idle_timeout"]
-        if not limit or report.get("kernels"):
-            return None
-        now = datetime.now(timezone.utc)
-        if activity.idle_seconds(report, 0, now) < limit:
-            return None  # ask for terminals only when it may be idle
-        terminals = readiness.terminal_count(host, self.status.port, self.status.base_url,
-                                             self.secret)
-        idle = activity.idle_seconds(report, terminals, now)
-        return idle if idle is not None and idle >= limit else None
 
     def _ended(self) -> int | None:
         """The session is ending: say why. None when it was only conmon that went away."""

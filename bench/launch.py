@@ -137,9 +137,11 @@ class Floor:
         opts, self.scratch = container_argv(config, self.name, self.port, str(uuid.uuid4()),
                                             extra, args)
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        # The sessions' own storage (podman.graphroot), where bed.podman (remove) looks too.
         self.argv = [runuser, "-u", USER, "--", "podman", "--runtime",
                      runtime_of(config).runtime, "--storage-opt",
-                     f"additionalimagestore={bed.STORE}", "run", "-d", *opts]
+                     f"additionalimagestore={bed.STORE}", "--root", bed.graphroot(USER),
+                     "run", "-d", *opts]
         self.env = bed.user_env(USER, {"JUPYTER_TOKEN": self.token})
         self.proc: subprocess.Popen | None = None
 

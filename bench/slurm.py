@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Sequence
 
 import benchlib as bl
 from benchlib import Series, bed, say
@@ -50,13 +51,13 @@ BURST_RATIO_TARGET = 4.0  # 2 cores doing 8 CPU-bound starts: about 4 starts' wo
 class Submission:
     """One `sh-jupyter submit --wait --json` as a user, followed from the outside."""
 
-    def __init__(self, user: str, config: str) -> None:
+    def __init__(self, user: str, config: str, args: Sequence[str] = SUBMIT_ARGS) -> None:
         self.user = user
         self.t0 = time.monotonic()
         # Unbuffered, so the first document (with the session directory) arrives at once and
         # connection.yml can be watched; a pipe would hold it until the command exits.
         self.proc = bed.popen_as_user(user, [bed.SH, "--config", config, "submit", "--json",
-                                             "--wait", *SUBMIT_ARGS],
+                                             "--wait", *args],
                                       env={"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
         self.out = bl.LineReader(self.proc.stdout)

@@ -12,8 +12,9 @@
 // clicked, the new notebook's cell editor, its kernel idle (the status bar says so), `code`
 // typed and run with Shift+Enter, and an output area showing `expect`.
 // Prints one JSON line: {"ok", "marks": {milestone: ms since the clock started}, "requests"
-// (requests made after the clock started), "error", "waiting" (the milestone it was waiting
-// for when it failed)}. Nothing printed carries a URL.
+// (requests made after the clock started), "paths" (their methods and paths, no query),
+// "error", "waiting" (the milestone it was waiting for when it failed)}. Nothing printed
+// carries a URL.
 // A fresh browser profile every time (a first visit, as for a new session), removed at the end.
 'use strict';
 
@@ -44,7 +45,15 @@ async function run(job, context, out) {
     if (t0 !== null && !(name in out.marks)) out.marks[name] = performance.now() - t0;
   };
   const step = (name) => { out.waiting = name; };
-  context.on('request', () => { if (t0 !== null) out.requests += 1; });
+  context.on('request', (req) => {
+    if (t0 === null) return;
+    out.requests += 1;
+    // Paths only: the floor's first URL carries the token in its query.
+    const where = new URL(req.url()).pathname;
+    out.paths.push(`${req.method()} ${where}`);
+    if (req.method() === 'POST' && where.endsWith('/login')) mark('login sent');
+    if (req.resourceType() === 'document' && where.endsWith('/lab')) mark('lab page requested');
+  });
   context.on('response', (resp) => {
     if (t0 === null) return;
     const req = resp.request();
@@ -111,7 +120,9 @@ async function run(job, context, out) {
 async function main() {
   const job = JSON.parse(await readStdin());
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shj-click-'));
-  const out = { ok: false, marks: {}, requests: 0, error: '', waiting: '', page: null };
+  const out = {
+    ok: false, marks: {}, requests: 0, paths: [], error: '', waiting: '', page: null,
+  };
   let context = null;
   try {
     context = await chromium.launchPersistentContext(profile, {

@@ -33,11 +33,13 @@ import html
 import json
 import os
 import pwd
+import re
 import shutil
 import statistics
 import subprocess
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,12 +62,14 @@ CONFIG = (f"{bl.CONFIG_TEXT}[session]\n"
 PERSIST_TARGET = "/mnt/jupyter_host"
 CODE, EXPECT = "print(6 * 7)", "42"
 STEP_TIMEOUT_MS = 60_000
+ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BROWSER_TIMEOUT = 300.0
 READY_TIMEOUT = 180.0
 OURS = "ours: the card's Connect click (a session through Slurm) to the cell's output"
 FLOOR = "floor: bare `podman run -d`, navigation to /lab?token= to the cell's output"
-# The driver's milestones, in the order they happen (the first two only behind the card).
-MARKS = ("login answered", "tab opened", "lab page answered", "lab page parsed",
+# The driver's milestones, in the order they happen (the first three only behind the card).
+MARKS = ("login sent", "login answered", "tab opened", "lab page requested",
+         "lab page answered", "lab page parsed",
          "lab shell visible", "splash gone", "launcher shown", "notebook open",
          "kernel socket opened", "kernel idle", "cell run", "cell output")
 
@@ -77,6 +81,7 @@ class Figures:
     total: Series
     marks: list[dict[str, float]] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # the last good run's requests
 
     def record(self, result: dict) -> None:
         if result.get("ok"):
@@ -84,6 +89,7 @@ class Figures:
             self.total.add(marks["cell output"])
             self.marks.append(marks)
             self.requests.append(int(result.get("requests", 0)))
+            self.paths = [ID_RE.sub("{id}", p) for p in result.get("paths", [])]
         else:
             self.total.fail(result.get("error") or "the browser gave no reason")
 
@@ -315,6 +321,8 @@ def report(runs: int, ours: Figures, floor: Figures, left: list[str], load0: flo
             if ours.median(mark) is not None or floor.median(mark) is not None]
     requests = [f"{statistics.median(f.requests):.0f}" if f.requests else "n/a"
                 for f in (ours, floor)]
+    only_ours = sorted((Counter(ours.paths) - Counter(floor.paths)).elements())
+    only_floor = sorted((Counter(floor.paths) - Counter(ours.paths)).elements())
     text = ["## Connect click to a cell's output, in Chromium (as shjuser1)\n",
             f"{bl.machine_note()}. {runs} runs, variants interleaved (order rotated), one "
             f"warm-up round not counted. Load average before: {load0:.2f}. The session asks "
@@ -329,7 +337,10 @@ def report(runs: int, ours: Figures, floor: Figures, left: list[str], load0: flo
                       "previous", "floor: since the previous"], rows),
             f"Requests the browser made after the clock started (median): ours {requests[0]}, "
             f"floor {requests[1]}. Ours opens a new tab with a POST to `/login` (302 to "
-            "`/lab`); the floor loads `/lab?token=` in the page it has.\n",
+            "`/lab`); the floor loads `/lab?token=` in the page it has. Requests of the last "
+            "run only ours made: " + (", ".join(f"`{p}`" for p in only_ours) or "none")
+            + "; only the floor made: " + (", ".join(f"`{p}`" for p in only_floor) or "none")
+            + ".\n",
             "Left behind after the last run (containers of the user, our jobs not ended): "
             + (", ".join(left) if left else "nothing") + ".\n"]
     failures = [f"- {s.name}: {why}" for s in (ours.total, floor.total) for why in s.failures]

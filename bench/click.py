@@ -206,17 +206,23 @@ class Home:
         self.workspaces = os.path.join(self.root, ".jupyter", "lab", "workspaces")
         self.saved = self.workspaces + ".shj-bench-saved"
         self.had = False
+        self.back = False
 
     def set_aside(self) -> None:
         """The user's saved workspaces out of the lab's sight until put_back."""
+        if os.path.isdir(self.saved):
+            raise RuntimeError(f"{self.saved} exists (a killed run's): move it back to "
+                               f"{self.workspaces} first")
         self.had = os.path.isdir(self.workspaces)
         if self.had:
             os.rename(self.workspaces, self.saved)
         bl.CLEANUP.first.append(self.put_back)
 
     def put_back(self) -> None:
-        if self.put_back in bl.CLEANUP.first:
-            bl.CLEANUP.first.remove(self.put_back)
+        """Idempotent (the end of main and the cleanup both call it)."""
+        if self.back:
+            return
+        self.back = True
         if os.path.isdir(self.saved) or not self.had:
             shutil.rmtree(self.workspaces, ignore_errors=True)
         if os.path.isdir(self.saved):

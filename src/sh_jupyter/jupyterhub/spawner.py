@@ -504,6 +504,7 @@ class SHJupyterSpawner(Spawner):
             return
         cli = self._cli()
         await self._cancel(cli)
+        self.log.debug("%s: job %s cancelled", self._log_name, self.job_id)
         if not now:
             await self._until_gone()
         self._jobs().forget(self.job_id)
@@ -523,6 +524,8 @@ class SHJupyterSpawner(Spawner):
         hurry = True
         while time.monotonic() < deadline:
             view = await self._view(hurry=hurry)
+            self.log.debug("%s: job %s: %s", self._log_name, self.job_id,
+                           getattr(view, "state", view))
             hurry = False
             if view is None or (isinstance(view, JobInfo) and view.finished
                                 and view.state != "COMPLETING"):

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import time
 from collections.abc import Iterable
 
 
@@ -66,6 +67,49 @@ class SignalPipe:
         with contextlib.suppress(BlockingIOError):
             while self._read.recv(64):
                 pass
+
+
+class Child:
+    """A child process known only by its pid (started before this process's exec): what
+    PodmanService uses of Popen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere, or not ours after all
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                import subprocess  # as Popen.wait raises; the idle wait never loads it
+
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(delay)  # bounded back-off while polling a condition with a deadline
+            delay = min(delay * 2, 0.05)
+        return self.returncode
 
 
 def wait(watch: ProcessWatch | None, signals: SignalPipe, timeout: float) -> None:

@@ -88,6 +88,31 @@ def idle_for(plan: Mapping, report: Mapping) -> float | None:
     return idle if idle is not None and idle >= limit else None
 
 
+def start(spec: Mapping | None, what: str) -> int:
+    """Start the supervisor's next Podman command now, so it runs while the supervisor comes
+    back (which adopts it by its pid): the API service (`PodmanService.spec`: its errors go
+    to its log) or the container's removal (`removal_command`: its errors to output.log).
+    0 when it could not: the supervisor then runs its own."""
+    if not spec:
+        return 0
+    import subprocess  # only now: the wait itself never needs it
+
+    try:
+        if "socket" in spec:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spec["socket"])
+            with open(spec["log"], "ab") as log:
+                return subprocess.Popen(spec["argv"], env=spec["env"], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=log,
+                                        start_new_session=True, close_fds=True).pid
+        return subprocess.Popen(spec["argv"], env=spec["env"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True).pid
+    except OSError as exc:
+        say(f"could not start {what} early: {exc}")
+        return 0
+
+
 def write_status(session_dir: str, status: Mapping) -> None:
     """status.json as Status.to_json writes it, replaced atomically and created 0600 (the
     session directory is the user's own, 0700)."""
@@ -131,6 +156,13 @@ def main(argv: list[str]) -> None:
         failed_write = ""
 
     plan["event"] = watch(plan, process, signals, checked)
+    event = plan["event"]
+    if event["kind"] == IDLE or (event["kind"] == ENDED and event["signal"]):
+        # Cancelled or idle: the container goes, and it stops while the supervisor loads.
+        plan["removal_pid"] = start(plan.get("removal"), "the container's removal")
+    elif event["kind"] != WALLTIME:
+        # What ended or failed is asked through the API service: it boots during the exec.
+        plan["service_pid"] = start(plan.get("service"), "the Podman API service")
     handoff.exec_supervisor("sh_jupyter.supervisor.resume", plan, state_fd)
 
 

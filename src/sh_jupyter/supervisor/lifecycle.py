@@ -25,7 +25,7 @@ from sh_jupyter.launch import LaunchOptions
 from sh_jupyter.paths import TemplateContext
 from sh_jupyter.progress import say
 from sh_jupyter.session import STATUS_FILE, Status, connect_host, container_name, now_iso
-from sh_jupyter.supervisor import follow, handoff, idle
+from sh_jupyter.supervisor import follow, handoff
 from sh_jupyter.supervisor.jobclock import JobClock
 from sh_jupyter.supervisor.phase import RunRequest, api_error, job_callbacks
 from sh_jupyter.supervisor.podman_service import PodmanService
@@ -36,7 +36,7 @@ from sh_jupyter.supervisor.watch import Watching
 __all__ = ["RunRequest", "Supervisor"]
 
 # What a frozen supervisor leaves out (`_freeze`): made again when it is taken back.
-_TRANSIENT = frozenset({"signals", "watch", "service", "client", "clock"})
+_TRANSIENT = frozenset({"signals", "watch", "service", "client", "clock", "removal"})
 
 
 class Supervisor(Starting, Watching, TearingDown):
@@ -82,6 +82,7 @@ class Supervisor(Starting, Watching, TearingDown):
         self.conmon_lost = False
         self.init_pid = 0
         self.launched_at = 0.0
+        self.removal: follow.Child | None = None
 
 
     # -- the idle wait's handoff --------------------------------------------------------
@@ -110,6 +111,9 @@ class Supervisor(Starting, Watching, TearingDown):
         self.signals.received = self.signals.received or plan["event"].get("signal", "")
         self.watch = follow.ProcessWatch.adopt(plan["pid"], plan["pidfd"])
         self.service = PodmanService(*service_args) if service_args else None
+        if self.service is not None and plan.get("service_pid"):
+            self.service.adopt(plan["service_pid"])  # the idle wait started it at the end
+        self.removal = follow.Child(plan["removal_pid"]) if plan.get("removal_pid") else None
         self.client = None
         self.clock = JobClock.fixed(job_info)
         self.status = Status.from_json(json.dumps(plan["status"]))
@@ -162,9 +166,6 @@ class Supervisor(Starting, Watching, TearingDown):
 
     def resume(self, event: dict) -> int:
         """Take the session back from the idle wait, which saw `event`; as `run` from there."""
-        if event["kind"] != idle.WALLTIME and self.service is not None:
-            with contextlib.suppress(SessionFailure):  # boots while the Podman shell loads
-                self.service.start()
         try:
             code = self._session(None, event)
         finally:

@@ -120,6 +120,7 @@ class Phase:
     conmon_lost: bool  # conmon died and the container's init is followed instead
     init_pid: int  # the container's init process, as Podman reported it at start
     launched_at: float  # wall clock just after the container started (init is older)
+    removal: follow.Child | None  # a `podman rm` the idle wait started at the session's end
 
     def _freeze(self) -> bytes:
         """The session's state, for the supervisor that takes it back after the idle wait."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.files import ensure_private_dir
+from sh_jupyter.supervisor import follow
 from sh_jupyter.supervisor.nproc import limit_note
 
 if TYPE_CHECKING:
@@ -65,18 +66,32 @@ class PodmanService:
         # Libpod-API-Version header (no extra API call); "" until then or if it is missing.
         self.version = ""
 
-    def start(self) -> None:
-        """Start the service without waiting for it (the caller overlaps other work)."""
+    def argv(self) -> list[str]:
         podman = shutil.which("podman", path=self.env["PATH"])
         if not podman:
             raise SessionFailure("podman is not installed on this node")
+        return [podman, *self.global_args, "system", "service", "--time=0", self.uri]
+
+    def spec(self) -> dict:
+        """How to start it, for the idle wait: it starts the service the moment the session
+        ends, so the service boots while the supervisor comes back (`adopt`)."""
+        return {"argv": self.argv(), "env": self.env, "socket": self.socket_path,
+                "log": self.log_path}
+
+    def adopt(self, pid: int) -> None:
+        """Take on a service this process started before an exec (its child still)."""
+        self.proc = follow.Child(pid)  # type: ignore[assignment] - what is used of Popen
+
+    def start(self) -> None:
+        """Start the service without waiting for it (the caller overlaps other work)."""
+        argv = self.argv()
         ensure_private_dir(os.path.dirname(self.socket_path))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         try:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [podman, *self.global_args, "system", "service", "--time=0", self.uri],
+                    argv,
                     env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=log, start_new_session=True, close_fds=True,
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import psutil
 
@@ -46,6 +47,8 @@ class TearingDown(Phase):
         A second try also follows a refusal: Podman 5 before 5.6 fails the first removal of
         a container whose conmon was killed ("conmon exited prematurely", podman#26640) and
         marks it exited, so the next one removes it (the epilog does the same)."""
+        if self.client is None and self._remove_with_cli():
+            return True
         for attempt in (1, 2):
             if not self._ensure_service():
                 if attempt == 1 and self._stop_by_pid():
@@ -61,6 +64,41 @@ class TearingDown(Phase):
                 if attempt == 2:
                     return False
         return False
+
+    def removal_command(self) -> dict | None:
+        """`podman rm` of the container (stopping it first, as the API's stop would), for
+        when the API service is down: the idle wait starts it the moment a cancel arrives."""
+        if self.service is None:
+            return None
+        return {"argv": ["podman", *self.service.global_args, "rm", "--force", "--ignore",
+                         "--time", str(self.cfg["session.stop_timeout"]), "--", self.name],
+                "env": self.service.env}
+
+    def _remove_with_cli(self) -> bool:
+        """Stop and remove the container with one `podman rm` when the API service is down
+        (the session ran without it): no service to boot and no API client to load on the
+        way out. The idle wait may have started it already (`removal`). False when that
+        did not work; the API's way then tries."""
+        limit = self.cfg["session.stop_timeout"] + 30
+        if self.removal is not None:
+            removal, self.removal = self.removal, None
+            try:
+                code = removal.wait(limit)
+            except subprocess.TimeoutExpired:
+                removal.kill()
+                code = removal.wait()
+            why = f"exit status {code}"
+        else:
+            command = self.removal_command()
+            if command is None:
+                return False
+            out = run(command["argv"], env=command["env"], timeout=limit)
+            code, why = out.returncode, out.why
+        if code == 0:
+            say(f"container {self.name} removed")
+        else:
+            say(f"podman rm {self.name} failed ({why}); trying through the API")
+        return code == 0
 
     def _stop_by_pid(self) -> bool:
         """Stop the container as its owner can without Podman: SIGTERM to its init, SIGKILL

@@ -45,6 +45,8 @@ class Watching(Phase):
             "pid": watch.pid if watch else 0,
             "pidfd": watch.fd if watch and watch.fd is not None else -1,
             "session_dir": self.req.session_dir, "status": asdict(self.status),
+            "service": self.service.spec() if self.service and self.req.handoff else None,
+            "removal": self.removal_command() if self.req.handoff else None,
         }
 
     def _wait_for_event(self) -> dict:
@@ -101,7 +103,16 @@ class Watching(Phase):
         return f"JupyterLab itself does not answer (its container runs, network {mode})"
 
     def _ended(self) -> int | None:
-        """The session is ending: say why. None when it was only conmon that went away."""
+        """The session is ending: say why. None when it was only conmon that went away.
+
+        A stop signal needs no Podman here: the teardown's `podman rm` stops the container
+        (Slurm has signalled its processes too), and Slurm's next look at the job comes a
+        second after its signal, so every tenth of a second spent before counts."""
+        if self.stop_signal:
+            say(f"received {self.stop_signal}: stopping JupyterLab")
+            self._save(self.status.advance("Completed", ended_at=now_iso(),
+                                           reason=f"cancelled ({self.stop_signal})"))
+            return 0
         if not self._ensure_service():
             raise SessionFailure("the session ended but Podman's API service could not be "
                                  "started to stop the container")
@@ -109,11 +120,6 @@ class Watching(Phase):
         if facts is None:
             raise SessionFailure(f"container {self.name} disappeared (removed by someone "
                                  "else?)")
-        if self.stop_signal:
-            say(f"received {self.stop_signal}: stopping JupyterLab")
-            self._save(self.status.advance("Completed", ended_at=now_iso(),
-                                           reason=f"cancelled ({self.stop_signal})"))
-            return 0
         if facts.status == "running" and facts.pid > 0:
             say("conmon exited but the container runs on; following its init process")
             self._follow(facts.pid)

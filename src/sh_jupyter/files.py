@@ -11,6 +11,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 
 from sh_jupyter.errors import SessionFailure
 from sh_jupyter.paths import NODE_DIR
@@ -137,3 +138,26 @@ def removable_tree(path: str, uid: int | None = None) -> str:
     if st is None or st.st_uid != uid:
         return f"{path} is not owned by uid {uid}"
     return ""
+
+
+def remove_scratch(path: str, env: Mapping[str, str]) -> str:
+    """Delete a session's scratch directory, files owned by sub-ids (written as another uid
+    in the container) through `podman unshare`; the line to log.
+
+    Only after lstat of every component: a symlink planted anywhere on the path (by another
+    user in a shared directory, or left by the user) would turn the rm -rf against whatever
+    it points to, such as the session directory itself."""
+    why = removable_tree(path)
+    if why:
+        return f"scratch {path} not removed: {why}"
+    import shutil
+
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        from sh_jupyter.runner import run
+
+        run(["podman", "unshare", "rm", "-rf", "--", path], env=env, timeout=60)
+    if os.path.lexists(path):
+        return f"could not remove scratch {path}"
+    return f"scratch {path} removed"

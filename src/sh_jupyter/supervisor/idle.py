@@ -113,6 +113,37 @@ def start(spec: Mapping | None, what: str) -> int:
         return 0
 
 
+def cancel(plan: dict, signal_name: str) -> bool:
+    """End a cancelled session here: `podman rm` (which stops the container), the card,
+    the scratch. True when done; False when the removal failed (the supervisor, taken
+    back, then tries through the API).
+
+    Why here and not in the supervisor: Slurm looks at the job a second after its signal
+    and again a second later, and loading the supervisor again while JupyterLab shuts down
+    made the job's end miss the first look. What is done is exactly what the teardown does
+    after a cancel, with the same helpers."""
+    from sh_jupyter.runner import run  # only now: the wait itself never needs it
+
+    removal = plan["removal"]
+    out = run(removal["argv"], env=removal["env"], timeout=plan["stop_timeout"] + 30)
+    if not out.ok:
+        say(f"podman rm {plan['name']} failed ({out.why}); trying through the API")
+        return False
+    say(f"container {plan['name']} removed")
+    plan["status"].update(phase="Completed", ended_at=now_iso(),
+                          reason=f"cancelled ({signal_name})")
+    try:
+        write_status(plan["session_dir"], plan["status"])
+    except OSError as exc:
+        say(f"warning: could not write {STATUS_FILE}: {exc.strerror or exc}")
+    from sh_jupyter.files import remove_scratch
+
+    for path in plan["scratch"]:
+        if os.path.lexists(path):
+            say(remove_scratch(path, removal["env"]))
+    return True
+
+
 def write_status(session_dir: str, status: Mapping) -> None:
     """status.json as Status.to_json writes it, replaced atomically and created 0600 (the
     session directory is the user's own, 0700)."""
@@ -155,10 +186,14 @@ def main(argv: list[str]) -> None:
             return
         failed_write = ""
 
-    plan["event"] = watch(plan, process, signals, checked)
-    event = plan["event"]
-    if event["kind"] == IDLE or (event["kind"] == ENDED and event["signal"]):
-        # Cancelled or idle: the container goes, and it stops while the supervisor loads.
+    plan["event"] = event = watch(plan, process, signals, checked)
+    if event["kind"] == ENDED and event["signal"] and plan.get("removal"):
+        say(f"received {event['signal']}: stopping JupyterLab")
+        event["said"] = True
+        if cancel(plan, event["signal"]):
+            sys.exit(0)
+    elif event["kind"] == IDLE:
+        # The container goes: it stops while the supervisor loads.
         plan["removal_pid"] = start(plan.get("removal"), "the container's removal")
     elif event["kind"] != WALLTIME:
         # What ended or failed is asked through the API service: it boots during the exec.

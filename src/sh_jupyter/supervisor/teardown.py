@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import psutil
 
-from sh_jupyter.files import removable_tree
+from sh_jupyter.files import remove_scratch
 from sh_jupyter.progress import say
 from sh_jupyter.runner import run
 from sh_jupyter.supervisor.phase import Phase, podman_shell
@@ -124,21 +123,5 @@ class TearingDown(Phase):
         return True
 
     def _remove_tree(self, path: str) -> None:
-        """Delete a session scratch dir; files owned by sub-ids need `podman unshare`.
-
-        Only after lstat of every component: a symlink planted anywhere on the path (by
-        another user in a shared directory, or left by the user) would turn the rm -rf
-        against whatever it points to, such as the session directory itself."""
-        why = removable_tree(path)
-        if why:
-            say(f"scratch {path} not removed: {why}")
-            return
-        try:
-            shutil.rmtree(path)
-        except OSError:
-            env = self.service.env if self.service else podman_env(self.req.uid, self.req.job_env)
-            run(["podman", "unshare", "rm", "-rf", "--", path], env=env, timeout=60)
-        if os.path.lexists(path):
-            say(f"could not remove scratch {path}")
-        else:
-            say(f"scratch {path} removed")
+        env = self.service.env if self.service else podman_env(self.req.uid, self.req.job_env)
+        say(remove_scratch(path, env))

@@ -47,6 +47,8 @@ class Watching(Phase):
             "session_dir": self.req.session_dir, "status": asdict(self.status),
             "service": self.service.spec() if self.service and self.req.handoff else None,
             "removal": self.removal_command() if self.req.handoff else None,
+            "name": self.name, "stop_timeout": self.cfg["session.stop_timeout"],
+            "scratch": [m.source for m in self.mounts if m.ephemeral],
         }
 
     def _wait_for_event(self) -> dict:
@@ -75,7 +77,7 @@ class Watching(Phase):
             say(f"JupyterLab is idle: {reason}")
             self._save(self.status.advance("Completed", ended_at=now_iso(), reason=reason))
             return 0
-        return self._ended()
+        return self._ended(event.get("said", False))
 
     def _walltime_due(self) -> float:
         """When the opted-in walltime notice is due (epoch seconds; 0: none is left). The
@@ -102,14 +104,15 @@ class Watching(Phase):
             return helper_gone(mode, self.conmon_lost)
         return f"JupyterLab itself does not answer (its container runs, network {mode})"
 
-    def _ended(self) -> int | None:
+    def _ended(self, said: bool = False) -> int | None:
         """The session is ending: say why. None when it was only conmon that went away.
 
         A stop signal needs no Podman here: the teardown's `podman rm` stops the container
         (Slurm has signalled its processes too), and Slurm's next look at the job comes a
         second after its signal, so every tenth of a second spent before counts."""
         if self.stop_signal:
-            say(f"received {self.stop_signal}: stopping JupyterLab")
+            if not said:
+                say(f"received {self.stop_signal}: stopping JupyterLab")
             self._save(self.status.advance("Completed", ended_at=now_iso(),
                                            reason=f"cancelled ({self.stop_signal})"))
             return 0

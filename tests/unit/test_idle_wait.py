@@ -214,3 +214,13 @@ def test_the_exec_carries_plan_state_pidfd_and_a_pending_signal(tmp_path):
     assert got["pidfd_open"]
     assert got["argv"][-5:-2] == ["sh-jupyter", "run", "(receiver)"]
     assert "s3cret" not in " ".join(got["argv"])
+
+
+def test_a_signal_its_handler_already_took_stops_the_exec(signals):
+    """Taken before the signals were blocked, it would be lost in the new program: no exec,
+    the caller handles it."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert signals.pending()
+    assert handoff.exec_supervisor("never.imported", {"pidfd": -1}, b"state",
+                                   signals.pending) is False
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) & set(handoff.SIGNALS) == set()

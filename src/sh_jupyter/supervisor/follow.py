@@ -63,6 +63,11 @@ class SignalPipe:
     def fileno(self) -> int:
         return self._read.fileno()
 
+    def pending(self) -> bool:
+        """A signal came, even one whose Python handler has not run yet (its byte is in the
+        pipe): what must not be lost when this process is replaced."""
+        return bool(self.received) or bool(select.select([self._read], [], [], 0)[0])
+
     def drain(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._read.recv(64):

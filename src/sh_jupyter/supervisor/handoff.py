@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -54,10 +54,12 @@ def unblock_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
-def exec_supervisor(module: str, plan: Mapping, state: int | bytes) -> None:
-    """Become `module`'s main(PLAN_FD, STATE_FD) in a fresh interpreter; returns only when
-    the exec failed (OSError, everything as it was). `state` is a memfd's descriptor or the
-    bytes to put in a new one."""
+def exec_supervisor(module: str, plan: Mapping, state: int | bytes,
+                    pending: Callable[[], bool] = lambda: False) -> bool:
+    """Become `module`'s main(PLAN_FD, STATE_FD) in a fresh interpreter. Returns False,
+    everything as it was, when `pending()` says a signal came before the signals were
+    blocked (its handler here took it: the caller handles it); raises OSError when the
+    exec failed. `state` is a memfd's descriptor or the bytes to put in a new one."""
     made: list[int] = []
     try:
         plan_fd = memfd(json.dumps(plan).encode("utf-8"), "sh-jupyter-plan")
@@ -80,6 +82,11 @@ def exec_supervisor(module: str, plan: Mapping, state: int | bytes) -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
     block_signals()
+    if pending():
+        unblock_signals()
+        for fd in made:
+            os.close(fd)
+        return False
     try:
         os.execv(sys.executable, [sys.executable, "-c", code, "sh-jupyter", "run",
                                   f"({module.rsplit('.', 1)[-1]})", str(plan_fd), str(state)])

@@ -198,7 +198,16 @@ def main(argv: list[str]) -> None:
     elif event["kind"] != WALLTIME:
         # What ended or failed is asked through the API service: it boots during the exec.
         plan["service_pid"] = start(plan.get("service"), "the Podman API service")
-    handoff.exec_supervisor("sh_jupyter.supervisor.resume", plan, state_fd)
+    try:
+        while not handoff.exec_supervisor("sh_jupyter.supervisor.resume", plan, state_fd,
+                                          signals.pending):
+            # A signal came on the way out, and its handler here took it: pass it on.
+            follow.wait(None, signals, 0)
+            event["signal"] = signals.received or event.get("signal") or "SIGTERM"
+    except OSError as exc:
+        say(f"could not hand the session back to the supervisor ({exc}); the job ends and "
+            "its epilog removes the container")
+        sys.exit(3)  # EXIT_SESSION_FAILED
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ class Watching(Phase):
         plan = self._plan()
         if self.req.handoff:
             try:
-                handoff.exec_supervisor("sh_jupyter.supervisor.idle", plan, self._freeze())
+                handoff.exec_supervisor("sh_jupyter.supervisor.idle", plan, self._freeze(),
+                                        self.signals.pending)
             except OSError as exc:
                 say(f"the idle wait stays in the supervisor's process: {exc}")
         return idle.watch(plan, self.watch, self.signals,

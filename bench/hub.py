@@ -36,10 +36,14 @@ import argparse
 import contextlib
 import os
 import pwd
+import re
+import statistics
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import benchlib as bl
 import peer
@@ -72,6 +76,15 @@ class Figures:
     stepd: Series = field(init=False)
     # The last round's processes: label -> (count, MB)
     processes: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Where the spawn goes: milestone -> seconds after the POST, one value per round
+    marks: dict[str, Series] = field(default_factory=dict)
+
+    def mark(self, what: str, seconds: float | None) -> None:
+        series = self.marks.setdefault(what, Series(f"{self.name}: {what}"))
+        if seconds is None:
+            series.fail("not found in the logs")
+        else:
+            series.add(seconds)
 
     def __post_init__(self) -> None:
         n = self.name
@@ -99,6 +112,8 @@ class Side:
     hub: hub_bed.Hub
     figures: Figures
     leftovers: Callable[[str], list[str]] = lambda job: []  # files a job leaves behind
+    output: Callable[[str], str] | None = None  # the server's job's output file
+    output_marks: tuple[tuple[str, str], ...] = ()  # (milestone, pattern) in that file
 
 
 # -- one round on one hub -----------------------------------------------------------------------
@@ -220,9 +235,57 @@ def stop_and_time(hub: hub_bed.Hub, jobs: list[str], series: Series | None) -> N
         bl.CLEANUP.jobs.remove(job)
 
 
+# -- where the spawn goes ---------------------------------------------------------------------
+SLURM_LOGS = "/var/log/sh-jupyter-testbed"  # testbed/steps/60-slurm.sh
+
+
+def _stamp(text: str) -> float | None:
+    """Epoch seconds of a log line's time ("2026-12-07T16:00:36.897Z", "[2026-12-07T16:00:36.897]"
+    from Slurm, "[I 2026-12-07 16:00:36.897 ServerApp]" from Jupyter); the bed runs in UTC."""
+    text = text.strip("[]Z").replace("T", " ")
+    try:
+        when = datetime.strptime(text[:23], "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _first(path: str, pattern: str) -> float | None:
+    """The time of the first line of `path` matching `pattern` (its stamp is the first
+    bracketed or leading field), None when there is none."""
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if re.search(pattern, line):
+                found = re.search(r"\d{4}-\d\d-\d\d[T ][\d:.]+", line)
+                return _stamp(found.group(0)) if found else None
+    return None
+
+
+def job_workdir(job: str) -> str:
+    """The job's working directory (a session's: its output.log is there)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%Z"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "/nonexistent"
+
+
+def milestones(side: Side, job: str, t0: float, figures: Figures) -> None:
+    """Where one spawn went, from the Slurm daemons' logs and the server's own output, in
+    seconds after the REST POST (wall clock, t0)."""
+    ctld = os.path.join(SLURM_LOGS, "slurmctld", "slurmctld.log")
+    marks = [("sbatch accepted by slurmctld", ctld, rf"submit_batch_job: JobId={job}\b"),
+             ("job allocated a node", ctld, rf"Allocate JobId={job}\b"),
+             ("batch script launched by slurmd", os.path.join(SLURM_LOGS, "slurmd.log"),
+              rf"Launching batch job {job}\b")]
+    if side.output is not None:
+        marks += [(what, side.output(job), pattern) for what, pattern in side.output_marks]
+    for what, path, pattern in marks:
+        when = _first(path, pattern)
+        figures.mark(what, None if when is None else when - t0)
+
+
 def run_hub(side: Side, figures: Figures, settle: float) -> None:
     hub, jobs = side.hub, []
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     status, body = hub.api("POST", f"users/{U1}/server")
     spawned = status in (201, 202)
     if not spawned:
@@ -241,6 +304,9 @@ def run_hub(side: Side, figures: Figures, settle: float) -> None:
         except AssertionError as exc:
             figures.routed.fail(str(exc))
         if jobs:
+            milestones(side, jobs[-1], wall0, figures)
+            figures.mark("the hub says ready", figures.ready.values[-1]
+                         if figures.ready.values else None)
             time.sleep(settle)
             measure_rss(jobs[-1], figures)
     stop_and_time(hub, jobs, figures.stop if spawned else None)
@@ -268,7 +334,12 @@ def our_side(env: dict[str, str], poll_interval: int) -> Side:
     config = bl.write_config(f'{bl.CONFIG_TEXT}[image]\nname = "{env["HUB_IMAGE"]}"\n'
                              f'store = "{env["HUB_STORE"]}"\n')
     hub = hub_bed.Hub(config, poll_interval=poll_interval)
-    return Side(f"sh-jupyter {sh_jupyter.__version__}", hub, Figures("sh-jupyter"))
+    return Side(f"sh-jupyter {sh_jupyter.__version__}", hub, Figures("sh-jupyter"),
+                output=lambda job: os.path.join(job_workdir(job), "output.log"),
+                output_marks=(("supervisor's first line", r"sh-jupyter: session .* starting"),
+                              ("container started", r"sh-jupyter: container started"),
+                              ("JupyterLab answers: Running",
+                               r"sh-jupyter: JupyterLab is running")))
 
 
 def peer_side(args: argparse.Namespace, poll_interval: int) -> Side:
@@ -277,8 +348,11 @@ def peer_side(args: argparse.Namespace, poll_interval: int) -> Side:
     hub = peer.peer_hub(installed, poll_interval)
     home = pwd.getpwnam(U1).pw_dir
     # The output file of batchspawner's default batch script (--output in the user's home).
-    return Side(installed.label(), hub, Figures("batchspawner"),
-                lambda job: [os.path.join(home, f"jupyterhub_slurmspawner_{job}.log")])
+    log = lambda job: os.path.join(home, f"jupyterhub_slurmspawner_{job}.log")  # noqa: E731
+    return Side(installed.label(), hub, Figures("batchspawner"), lambda job: [log(job)],
+                output=log,
+                output_marks=(("the server's first log line", r"^\[[IDWE] "),
+                              ("the server listens", r"running at|Jupyter Server .* is running")))
 
 
 def start(side: Side) -> None:
@@ -309,6 +383,13 @@ def side_by_side(ours: Side, theirs: Side) -> str:
                      bl.ratio(a.median(), b.median())])
     return bl.table(["median", ours.label, theirs.label,
                      f"ours / {theirs.label.split()[0]}'s"], rows)
+
+
+def marks_row(series: Series) -> list[str]:
+    if not series.values:
+        return ["n/a", "n/a", "n/a"]
+    ordered = sorted(series.values)
+    return [f"{statistics.median(ordered):.3f} s", f"{ordered[0]:.3f} s", f"{ordered[-1]:.3f} s"]
 
 
 def processes_table(sides: list[Side]) -> str:
@@ -342,6 +423,12 @@ def report(args: argparse.Namespace, env: dict[str, str], floor: Series, ours: S
              bl.table(bl.SERIES_HEADERS[:5],
                       [row[:5] for row in bl.series_rows(memory, None, unit="MB", digits=1)]),
              processes_table(sides),
+             "### Where the spawn goes (seconds after the REST POST; medians)\n",
+             bl.table(["spawner", "milestone", "median", "min", "max"],
+                      [[side.label, series.name.split(": ", 1)[1], *marks_row(series)]
+                       for side in sides for series in side.figures.marks.values()]),
+             "From the Slurm daemons' logs (millisecond stamps) and the server's own output "
+             "(ours: the supervisor's output.log; batchspawner's: its job's log file).\n",
              "sh-jupyter's spawn includes what `submit --wait` does (sbatch, Slurm, the "
              "prolog, the container, readiness) plus the spawner's user-side commands "
              "(`sh-jupyter submit --stdin`, `sh-jupyter wait --no-scheduler`), "

@@ -70,6 +70,42 @@ def _next_session_starts(user: str, cfg: str, cleanup: list[str]) -> None:
     assert out.returncode == 0, out.stderr
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        line = next(line for line in fh if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_an_idle_session_keeps_only_the_small_wait_and_a_cancel_ends_it(testbed, cleanup):
+    """While it runs, the batch step's process is the small idle wait (not the 31 MB
+    supervisor), health checks keep the card fresh, and a cancel still ends everything."""
+    cfg = bed.write_config(bed.E2E_PORTS + "[session]\nhealth_interval = 2\n")
+    sub, _ = bed.start(U1, cfg, cleanup)
+    pid = bed.supervisor_of(U1, sub["session_id"])
+    assert pid is not None
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        argv = fh.read().decode().split("\0")
+    assert argv[-5:-2] == ["sh-jupyter", "run", "(idle)"], argv
+    assert _rss_mb(pid) <= 16, f"the idle wait holds {_rss_mb(pid):.1f} MB"
+    status_file = os.path.join(sub["session_dir"], "status.json")
+
+    def checked() -> str:
+        with open(status_file, encoding="utf-8") as fh:
+            return json.load(fh).get("checked_at") or ""
+    first = checked()
+    bed.wait_for(lambda: checked() not in ("", first), 30, "a health check on the card")
+    assert bed.supervisor_of(U1, sub["session_id"]) == pid  # checks stay in the small wait
+    scratch = bed.scratch_dir(U1, sub["session_id"])
+    assert os.path.isdir(scratch)
+    subprocess.run(["scancel", sub["job_id"]], check=True)
+    bed.wait_for(lambda: bed.job_state(sub["job_id"]) == "CANCELLED", 30, "job CANCELLED")
+    assert f"epcc-ces-jupyter-{sub['session_id']}" not in bed.containers_of(U1)
+    assert not os.path.exists(scratch)
+    card = bed.card(U1, sub["session_id"], cfg)
+    assert card["status"] == "Completed" and not card["failed"], card
+    assert "received SIGTERM" in bed.session_log(sub["session_dir"])
+
+
 def test_scancel_removes_the_container_before_killwait(cfg, cleanup):
     sub, _ = bed.start(U1, cfg, cleanup)
     took = _gone_after(U1, sub, lambda: subprocess.run(["scancel", sub["job_id"]], check=True),

@@ -224,3 +224,32 @@ def test_a_signal_its_handler_already_took_stops_the_exec(signals):
     assert handoff.exec_supervisor("never.imported", {"pidfd": -1}, b"state",
                                    signals.pending) is False
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) & set(handoff.SIGNALS) == set()
+
+
+def test_a_child_known_only_by_its_pid_is_waited_and_ended():
+    """How the supervisor takes on the Podman command the idle wait started before the exec."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = follow.Child(proc.pid)
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.05)
+    child.terminate()
+    assert child.wait(10) == -signal.SIGTERM
+    assert child.poll() == -signal.SIGTERM
+    child.kill()  # gone: a no-op, never a signal to a pid that may be reused
+
+
+def test_the_scratch_the_cancel_removes_is_exactly_the_sessions(tmp_path):
+    from sh_jupyter.files import remove_scratch
+
+    scratch = tmp_path / "scratch" / "sid"
+    (scratch / "deep").mkdir(parents=True)
+    (scratch / "deep" / "f").write_text("x")
+    assert remove_scratch(str(scratch), {}) == f"scratch {scratch} removed"
+    assert not scratch.exists() and (tmp_path / "scratch").is_dir()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "data").write_text("mine")
+    (tmp_path / "link").symlink_to(kept)
+    out = remove_scratch(str(tmp_path / "link"), {})
+    assert "not removed" in out and (kept / "data").read_text() == "mine"

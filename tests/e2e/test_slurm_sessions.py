@@ -79,12 +79,12 @@ def _rss_mb(pid: int) -> float:
 def test_an_idle_session_keeps_only_the_small_wait_and_a_cancel_ends_it(testbed, cleanup):
     """While it runs, the batch step's process is the small idle wait (not the 31 MB
     supervisor), health checks keep the card fresh, and a cancel still ends everything."""
-    cfg = bed.write_config(bed.E2E_PORTS + "[session]\nhealth_interval = 2\n")
+    cfg = bed.write_config(bed.E2E_PORTS + "[session]\nhealth_interval = 5\n")
     sub, _ = bed.start(U1, cfg, cleanup)
     pid = bed.supervisor_of(U1, sub["session_id"])
     assert pid is not None
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        argv = fh.read().decode().split("\0")
+        argv = fh.read().decode().rstrip("\0").split("\0")
     assert argv[-5:-2] == ["sh-jupyter", "run", "(idle)"], argv
     assert _rss_mb(pid) <= 16, f"the idle wait holds {_rss_mb(pid):.1f} MB"
     status_file = os.path.join(sub["session_dir"], "status.json")

@@ -253,3 +253,12 @@ def test_the_scratch_the_cancel_removes_is_exactly_the_sessions(tmp_path):
     (tmp_path / "link").symlink_to(kept)
     out = remove_scratch(str(tmp_path / "link"), {})
     assert "not removed" in out and (kept / "data").read_text() == "mine"
+
+
+def test_a_signal_passed_on_in_the_event_is_no_longer_pending(signals):
+    """The wait hands a cancel's signal on in its event; left pending, it would stop every
+    exec back to the supervisor."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert signals.pending()
+    assert idle.take_signal(signals) == "SIGTERM"
+    assert not signals.pending() and idle.take_signal(signals) == ""

@@ -162,6 +162,15 @@ def write_status(session_dir: str, status: Mapping) -> None:
         raise
 
 
+def take_signal(signals: follow.SignalPipe) -> str:
+    """The signal this process's handler took, if any, now cleared (pipe and record), so
+    that `signals.pending()` tells only of a newer one."""
+    follow.wait(None, signals, 0)  # lets the handler of one that just came run
+    name, signals.received = signals.received, ""
+    signals.drain()
+    return name
+
+
 def main(argv: list[str]) -> None:
     """The handed-off wait: read the plan, watch, write down what happened, hand back."""
     from sh_jupyter.supervisor import handoff  # light: os, signal, sys
@@ -184,6 +193,8 @@ def main(argv: list[str]) -> None:
                 say(f"warning: {why}; the session goes on, its card is not updated")
             failed_write = why
             return
+        if failed_write:
+            say(f"{STATUS_FILE} written again")
         failed_write = ""
 
     plan["event"] = event = watch(plan, process, signals, checked)
@@ -198,12 +209,14 @@ def main(argv: list[str]) -> None:
     elif event["kind"] != WALLTIME:
         # What ended or failed is asked through the API service: it boots during the exec.
         plan["service_pid"] = start(plan.get("service"), "the Podman API service")
+    event["signal"] = event.get("signal") or take_signal(signals)
+    take_signal(signals)  # what the event carries is no longer pending
     try:
         while not handoff.exec_supervisor("sh_jupyter.supervisor.resume", plan, state_fd,
                                           signals.pending):
             # A signal came on the way out, and its handler here took it: pass it on.
-            follow.wait(None, signals, 0)
-            event["signal"] = signals.received or event.get("signal") or "SIGTERM"
+            event["signal"] = event.get("signal") or take_signal(signals) or "SIGTERM"
+            take_signal(signals)
     except OSError as exc:
         say(f"could not hand the session back to the supervisor ({exc}); the job ends and "
             "its epilog removes the container")

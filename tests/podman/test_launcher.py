@@ -7,10 +7,12 @@ import json
 import os
 import pwd
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 
 import pytest
@@ -423,3 +425,39 @@ def test_invalid_config_exits_2_and_starts_nothing(testbed, cfg, field):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and path in lines[0], out.stderr
     assert bed.containers_of(USER) == before
+
+
+API_RUN = ("import sys\n"
+           "from sh_jupyter import run\n"
+           "sys.exit(run(local=True, config=sys.argv[1], session_dir=sys.argv[2], "
+           "session_id=sys.argv[3]))\n")
+
+
+def test_api_run_keeps_the_wait_in_its_callers_process(testbed):
+    """`api.run` inside a launcher's own program: that process is not ours to replace, so
+    the wait stays in it (no exec), its health checks go on, and a SIGTERM still ends
+    everything."""
+    pw = pwd.getpwnam(USER)
+    sid = str(uuid.uuid4())
+    session_dir = os.path.join(pw.pw_dir, "shj-test-sessions", sid)
+    log_path = os.path.join(bed.shared_tempdir(), "output.log")
+    with open(log_path, "wb") as log:
+        proc = bed.popen_as_user(USER, [bed.PYTHON, "-c", API_RUN,
+                                        bed.write_config(config_text()), session_dir, sid],
+                                 stdout=log, stderr=subprocess.STDOUT)
+    s = bed.Session(USER, sid, session_dir, proc, log_path)
+    try:
+        s.wait_ready()
+        pid = s.supervisor_pid()
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().rstrip(b"\0").split(b"\0")
+        assert b"(idle)" not in argv and argv[-1] == sid.encode(), argv
+        first = s.status().get("checked_at")
+        bed.wait_for(lambda: s.status().get("checked_at") not in (None, first), 30,
+                     "a health check in the caller's process")
+    finally:
+        s.terminate()
+        assert s.wait_exit(30) == 0, s.log()
+    assert s.container() not in bed.containers_of(USER)
+    assert s.status()["reason"] == "cancelled (SIGTERM)"
+    assert not os.path.exists(bed.scratch_dir(USER, sid))

@@ -348,7 +348,9 @@ def peer_side(args: argparse.Namespace, poll_interval: int) -> Side:
     hub = peer.peer_hub(installed, poll_interval)
     home = pwd.getpwnam(U1).pw_dir
     # The output file of batchspawner's default batch script (--output in the user's home).
-    log = lambda job: os.path.join(home, f"jupyterhub_slurmspawner_{job}.log")  # noqa: E731
+
+    def log(job: str) -> str:
+        return os.path.join(home, f"jupyterhub_slurmspawner_{job}.log")
     return Side(installed.label(), hub, Figures("batchspawner"), lambda job: [log(job)],
                 output=log,
                 output_marks=(("the server's first log line", r"^\[[IDWE] "),

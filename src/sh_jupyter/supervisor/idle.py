@@ -98,19 +98,36 @@ def start(spec: Mapping | None, what: str) -> int:
     import subprocess  # only now: the wait itself never needs it
 
     try:
-        if "socket" in spec:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(spec["socket"])
-            with open(spec["log"], "ab") as log:
-                return subprocess.Popen(spec["argv"], env=spec["env"], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=log,
-                                        start_new_session=True, close_fds=True).pid
-        return subprocess.Popen(spec["argv"], env=spec["env"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, start_new_session=True,
-                                close_fds=True).pid
+        with contextlib.ExitStack() as stack:
+            stderr = None  # the removal's errors: inherited, into output.log
+            if "socket" in spec:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(spec["socket"])
+                stderr = stack.enter_context(open(spec["log"], "ab"))
+            return subprocess.Popen(spec["argv"], env=spec["env"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=stderr,
+                                    start_new_session=True, close_fds=True).pid
     except OSError as exc:
         say(f"could not start {what} early: {exc}")
         return 0
+
+
+def remove_container(removal: Mapping, name: str, timeout: float) -> bool:
+    """Run the teardown's `podman rm` (`removal_command`) and say how it went; True when
+    the container is gone."""
+    from sh_jupyter.runner import run  # only now: the wait itself never needs it
+
+    out = run(removal["argv"], env=removal["env"], timeout=timeout)
+    return said_removal(name, out.returncode, out.why)
+
+
+def said_removal(name: str, code: int, why: str) -> bool:
+    """The line a `podman rm` of the container leaves in output.log; True when it worked."""
+    if code == 0:
+        say(f"container {name} removed")
+    else:
+        say(f"podman rm {name} failed ({why}); trying through the API")
+    return code == 0
 
 
 def cancel(plan: dict, signal_name: str) -> bool:
@@ -122,14 +139,8 @@ def cancel(plan: dict, signal_name: str) -> bool:
     and again a second later, and loading the supervisor again while JupyterLab shuts down
     made the job's end miss the first look. What is done is exactly what the teardown does
     after a cancel, with the same helpers."""
-    from sh_jupyter.runner import run  # only now: the wait itself never needs it
-
-    removal = plan["removal"]
-    out = run(removal["argv"], env=removal["env"], timeout=plan["stop_timeout"] + 30)
-    if not out.ok:
-        say(f"podman rm {plan['name']} failed ({out.why}); trying through the API")
+    if not remove_container(plan["removal"], plan["name"], plan["stop_timeout"] + 30):
         return False
-    say(f"container {plan['name']} removed")
     plan["status"].update(phase="Completed", ended_at=now_iso(),
                           reason=f"cancelled ({signal_name})")
     try:
@@ -140,7 +151,7 @@ def cancel(plan: dict, signal_name: str) -> bool:
 
     for path in plan["scratch"]:
         if os.path.lexists(path):
-            say(remove_scratch(path, removal["env"]))
+            say(remove_scratch(path, plan["removal"]["env"]))
     return True
 
 
@@ -209,14 +220,14 @@ def main(argv: list[str]) -> None:
     elif event["kind"] != WALLTIME:
         # What ended or failed is asked through the API service: it boots during the exec.
         plan["service_pid"] = start(plan.get("service"), "the Podman API service")
-    event["signal"] = event.get("signal") or take_signal(signals)
-    take_signal(signals)  # what the event carries is no longer pending
+    taken = take_signal(signals)  # the event carries it now: no longer pending here
+    event["signal"] = event.get("signal") or taken
     try:
         while not handoff.exec_supervisor("sh_jupyter.supervisor.resume", plan, state_fd,
                                           signals.pending):
             # A signal came on the way out, and its handler here took it: pass it on.
-            event["signal"] = event.get("signal") or take_signal(signals) or "SIGTERM"
-            take_signal(signals)
+            taken = take_signal(signals)
+            event["signal"] = event.get("signal") or taken or "SIGTERM"
     except OSError as exc:
         say(f"could not hand the session back to the supervisor ({exc}); the job ends and "
             "its epilog removes the container")

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import pickle
-import signal
 import socket
 from dataclasses import replace
 
@@ -84,7 +83,6 @@ class Supervisor(Starting, Watching, TearingDown):
         self.launched_at = 0.0
         self.removal: follow.Child | None = None
 
-
     # -- the idle wait's handoff --------------------------------------------------------
     def _freeze(self) -> bytes:
         """Everything but what cannot cross an exec: the signal pipe, the pidfd, the API
@@ -106,7 +104,7 @@ class Supervisor(Starting, Watching, TearingDown):
         service_args, job_info = state.pop("service_args"), state.pop("job_info")
         self = cls.__new__(cls)
         vars(self).update(state)
-        self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.signals = follow.SignalPipe(handoff.SIGNALS)
         handoff.unblock_signals()
         self.signals.received = self.signals.received or plan["event"].get("signal", "")
         self.watch = follow.ProcessWatch.adopt(plan["pid"], plan["pidfd"])
@@ -141,7 +139,7 @@ class Supervisor(Starting, Watching, TearingDown):
     def run(self) -> int:
         """Run the session; returns the process exit status."""
         ensure_private_dir(self.req.session_dir, self.req.uid)
-        self.signals = follow.SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.signals = follow.SignalPipe(handoff.SIGNALS)
         self.clock = JobClock(self.req.job_lookup)  # squeue in a thread, beside the service
         early: SessionFailure | None = None
         try:  # first of all: the API service boots (~50 ms) while everything else gets ready

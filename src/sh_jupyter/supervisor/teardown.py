@@ -9,7 +9,7 @@ import psutil
 
 from sh_jupyter.files import remove_scratch
 from sh_jupyter.progress import say
-from sh_jupyter.runner import run
+from sh_jupyter.supervisor import idle
 from sh_jupyter.supervisor.phase import Phase, podman_shell
 from sh_jupyter.supervisor.podman_service import podman_env
 
@@ -86,18 +86,9 @@ class TearingDown(Phase):
             except subprocess.TimeoutExpired:
                 removal.kill()
                 code = removal.wait()
-            why = f"exit status {code}"
-        else:
-            command = self.removal_command()
-            if command is None:
-                return False
-            out = run(command["argv"], env=command["env"], timeout=limit)
-            code, why = out.returncode, out.why
-        if code == 0:
-            say(f"container {self.name} removed")
-        else:
-            say(f"podman rm {self.name} failed ({why}); trying through the API")
-        return code == 0
+            return idle.said_removal(self.name, code, f"exit status {code}")
+        command = self.removal_command()
+        return command is not None and idle.remove_container(command, self.name, limit)
 
     def _stop_by_pid(self) -> bool:
         """Stop the container as its owner can without Podman: SIGTERM to its init, SIGKILL
